@@ -1,0 +1,7 @@
+//! # shears
+//!
+//! Recipe-driven sparsification for [burn](https://burn.dev) models: masks and sparsity
+//! reports, schedules, pruners, optimizers, distillation, the recipe engine, the
+//! training loop, data sets and metrics.
+//!
+//! The models and the sparse kernels live in the `shears-models` crate.
