@@ -1,1 +1,7 @@
-fn main() {}
+//! The `shears` command-line tool: `shears --help` lists the subcommands.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,77 @@
+//! Command-line interface: one module per subcommand, each with its own clap `Args`
+//! and an `execute` function. Errors are reported with their full cause chain and a
+//! non-zero exit code; nothing here panics on bad input.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod eval;
+mod export;
+mod infer;
+mod recipe;
+mod run;
+mod sparsity;
+
+/// Make neural networks sparse and keep them accurate.
+///
+/// shears runs SparseML-style recipes (gradual magnitude pruning, distillation, LR
+/// schedules) on burn models, on CPU (Flex, NdArray) or GPU (wgpu, CUDA).
+#[derive(Debug, Parser)]
+#[command(name = "shears", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `shears`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a recipe end to end (training, pruning, evaluation, export).
+    Run(run::RunArgs),
+    /// Inspect recipes without running them.
+    #[command(subcommand)]
+    Recipe(recipe::RecipeCommand),
+    /// Run a model on JSONL inputs (embeddings, class logits, QA span logits).
+    Infer(infer::InferArgs),
+    /// Evaluate an exported model on a recipe's task.
+    Eval(eval::EvalArgs),
+    /// Print the fraction of zeros per tensor of a safetensors file.
+    Sparsity(sparsity::SparsityArgs),
+    /// Export a checkpoint to Hugging Face layout.
+    Export(export::ExportArgs),
+    /// Measure sparse kernels against the dense path on the same device.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Parses the command line, runs the subcommand and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::execute(args),
+        Command::Recipe(cmd) => recipe::execute(cmd),
+        Command::Infer(args) => infer::execute(args),
+        Command::Eval(args) => eval::execute(args),
+        Command::Sparsity(args) => sparsity::execute(args),
+        Command::Export(args) => export::execute(args),
+        Command::Bench(cmd) => bench::execute(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error every not-yet-implemented subcommand returns: it says so plainly and
+/// exits non-zero, so that no script mistakes it for a result.
+pub(crate) fn not_implemented(what: &str, issue: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`shears {what}` is not implemented yet (planned in the {issue} work); nothing was done"
+    )
+}
