@@ -5,3 +5,8 @@
 //! training loop, data sets and metrics.
 //!
 //! The models and the sparse kernels live in the `shears-models` crate.
+
+pub mod device;
+pub mod recipe;
+pub mod run_dir;
+pub mod tensor_index;

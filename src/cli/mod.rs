@@ -19,7 +19,7 @@ mod sparsity;
 /// shears runs SparseML-style recipes (gradual magnitude pruning, distillation, LR
 /// schedules) on burn models, on CPU (Flex, NdArray) or GPU (wgpu, CUDA).
 #[derive(Debug, Parser)]
-#[command(name = "shears", version, about, long_about = None, propagate_version = true)]
+#[command(name = "shears", version, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -1,0 +1,166 @@
+//! shears' own recipe sections, beside the SparseML modifiers: what model, which data,
+//! how to train, which optimizer, on which device, and where results go.
+//!
+//! Paths in a recipe are relative to the directory `shears` runs in (the repository root
+//! for the shipped recipes), like the Hugging Face example scripts.
+
+use serde::{Deserialize, Serialize};
+
+/// `model:` — the network to sparsify.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory (`config.json`, `model.safetensors` or
+    /// `pytorch_model.bin`, tokenizer files), or `hf:org/name[@revision]`.
+    pub source: String,
+    /// Which head runs on top of the encoder.
+    #[serde(default)]
+    pub head: HeadKind,
+    /// Number of labels of a classification head (default: from the task).
+    pub num_labels: Option<usize>,
+    /// Teacher for distillation: a model directory (e.g. the dense run's exported model)
+    /// or `hf:org/name`. Frozen and never checkpointed with the student.
+    pub teacher: Option<String>,
+}
+
+/// The head on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// Sequence classification (or regression with one label).
+    #[default]
+    Classification,
+    /// Extractive question answering (start/end logits).
+    Qa,
+    /// No head: the encoder's hidden states.
+    None,
+}
+
+/// `data:` — the task and its files.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// The task: `text-classification`, `text-regression`, `glue/<task>` (cola, sst2,
+    /// mrpc, stsb, qqp, mnli, qnli, rte, wnli), `squad`, `squad_v2`, `image-classification`.
+    pub task: String,
+    /// Training file (TSV/CSV/JSONL/parquet/JSON, by extension) or directory.
+    pub train: Option<String>,
+    /// Dev file; when absent, a deterministic split of `train` (see `dev_fraction`).
+    pub dev: Option<String>,
+    /// Fraction of `train` held out as dev when no `dev` file is given (by a hash of the id).
+    pub dev_fraction: Option<f64>,
+    /// Column with the text (generic text tasks).
+    pub text_column: Option<String>,
+    /// Column with the second text of a pair (generic text tasks).
+    pub text_pair_column: Option<String>,
+    /// Column with the label.
+    pub label_column: Option<String>,
+    /// Column with a stable example id (used by the dev split).
+    pub id_column: Option<String>,
+    /// How labels are derived from a numeric label column: `sign` (negative → 0,
+    /// positive → 1, zero dropped) or `as_is`.
+    pub label_from: Option<String>,
+    /// Maximum tokens per input (default 128; 384 for SQuAD).
+    pub max_seq_length: Option<usize>,
+    /// Overlap between SQuAD windows (default 128).
+    pub doc_stride: Option<usize>,
+    /// Use at most this many training examples (for quick runs).
+    pub max_train_examples: Option<usize>,
+    /// Use at most this many dev examples (for quick runs).
+    pub max_dev_examples: Option<usize>,
+}
+
+/// `training:` — the loop.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Seed of every random choice (initialisation, shuffling, dropout).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Examples per optimizer step (before accumulation).
+    pub batch_size: usize,
+    /// Examples per evaluation batch (default: `batch_size`).
+    pub eval_batch_size: Option<usize>,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "one")]
+    pub gradient_accumulation_steps: usize,
+    /// Clip the global gradient norm (computed after masking) to this value.
+    pub max_grad_norm: Option<f64>,
+    /// Evaluate on the dev split every this many epochs (default 1).
+    pub eval_every_epochs: Option<f64>,
+    /// Save a checkpoint every this many optimizer steps (default: every epoch).
+    pub checkpoint_every_steps: Option<u64>,
+    /// Stop after this many optimizer steps (a cap for smoke tests; the schedules keep
+    /// their epoch-based positions).
+    pub max_steps: Option<u64>,
+    /// Print a progress line every this many steps when not on a terminal (default 50).
+    pub log_every_steps: Option<u64>,
+}
+
+/// `optimizer:` — which optimizer, with HF-style explicit defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    /// `adamw`, `adam` or `sgd`.
+    pub name: OptimizerKind,
+    /// Learning rate when no LR modifier is active.
+    pub lr: f64,
+    /// Weight decay (decoupled for AdamW, L2 for Adam and SGD).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Adam β1, β2.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Adam ε (HF default 1e-8; burn's own default is 1e-5).
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// SGD momentum.
+    #[serde(default)]
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: bool,
+}
+
+/// The optimizers a recipe can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// Adam.
+    Adam,
+    /// SGD with optional momentum.
+    Sgd,
+}
+
+/// `output:` — where results go.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Run directory (default `runs/<recipe-name>-<timestamp>`; `--out` wins).
+    pub dir: Option<String>,
+    /// Export the final model in Hugging Face layout into `<dir>/model` (default true).
+    #[serde(default = "yes")]
+    pub export: bool,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}

@@ -1,0 +1,328 @@
+//! Recipes are parsed strictly: every bad input is an error naming file, line and
+//! column; good input resolves exactly (variables, `eval`, `--set`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use shears::recipe::modifiers::{
+    FinalSparsity, InitSparsity, InterFunc, MaskType, Modifier, Params,
+};
+use shears::recipe::yaml::{Mark, Typed};
+use shears::recipe::{Override, Recipe, RecipeError};
+
+fn load(text: &str) -> Result<Recipe, RecipeError> {
+    Recipe::from_str_at(text, Path::new("r.yaml"), &[])
+}
+
+fn err(text: &str) -> String {
+    load(text)
+        .expect_err("the recipe must be rejected")
+        .to_string()
+}
+
+const GOOD: &str = "\
+num_epochs: 30
+prune_end: eval(num_epochs - 4)
+lr: 8e-5
+pruning_modifiers:
+  - !GMPruningModifier
+    params: [\"re:bert.encoder.layer.*.attention.self.(query|key|value).weight\"]
+    init_sparsity: 0.7
+    final_sparsity: 0.9
+    start_epoch: 2
+    end_epoch: eval(prune_end)
+    update_frequency: 4.0
+    inter_func: cubic
+    mask_type: \"2:4\"
+    global_sparsity: true
+training_modifiers:
+  - !LearningRateFunctionModifier
+    lr_func: cyclic_linear
+    init_lr: eval(lr)
+    final_lr: eval(lr * 0.1)
+    start_epoch: 2
+    end_epoch: eval(num_epochs)
+    cycle_epochs: 4
+";
+
+#[test]
+fn a_sparseml_recipe_resolves_exactly() {
+    let r = load(GOOD).unwrap();
+    assert_eq!(r.modifiers.len(), 2);
+    let Modifier::GMPruningModifier(p) = &r.modifiers[0].modifier else {
+        panic!("expected GMP, got {:?}", r.modifiers[0].modifier)
+    };
+    assert_eq!(
+        p.params,
+        Params::List(vec![
+            "re:bert.encoder.layer.*.attention.self.(query|key|value).weight".into()
+        ])
+    );
+    assert_eq!(p.init_sparsity, InitSparsity::Value(0.7));
+    assert_eq!(p.final_sparsity, FinalSparsity::Value(0.9));
+    assert_eq!(
+        (p.start_epoch, p.end_epoch, p.update_frequency),
+        (Some(2.0), Some(26.0), Some(4.0))
+    );
+    assert_eq!(p.inter_func, InterFunc::Cubic);
+    assert_eq!(p.mask_type, MaskType::NM { n: 2, m: 4 });
+    assert!(r.modifiers[0].modifier.is_global());
+    assert_eq!(r.modifiers[0].mark, Mark::File { line: 5, col: 5 });
+    let Modifier::LearningRateFunctionModifier(l) = &r.modifiers[1].modifier else {
+        panic!("expected an LR modifier")
+    };
+    assert_eq!(l.init_lr, 8e-5);
+    assert_eq!(l.final_lr, 8e-5 * 0.1);
+    assert_eq!(
+        r.variable("prune_end").unwrap().typed(),
+        Some(Typed::Int(26))
+    );
+}
+
+#[test]
+fn the_resolved_recipe_reloads_to_the_same_recipe() {
+    let r = load(GOOD).unwrap();
+    let text = r.resolved_yaml();
+    assert!(!text.contains("eval("), "{text}");
+    let again = load(&text).unwrap();
+    assert_eq!(
+        again
+            .modifiers
+            .iter()
+            .map(|m| &m.modifier)
+            .collect::<Vec<_>>(),
+        r.modifiers.iter().map(|m| &m.modifier).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn unknown_keys_name_line_column_and_the_allowed_keys() {
+    let text = GOOD.replace("    inter_func: cubic\n", "    inter_fnc: cubic\n");
+    let e = err(&text);
+    assert!(
+        e.starts_with(
+            "r.yaml:12:5: pruning_modifiers[0]: unknown field `inter_fnc`, expected one of"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("`inter_func`"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_their_position() {
+    let e = err(&GOOD.replace("final_sparsity: 0.9", "final_sparsity: 1.5"));
+    assert!(
+        e.starts_with("r.yaml:8:21: pruning_modifiers[0].final_sparsity: 1.5 is out of range"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("inter_func: cubic", "inter_func: cubical"));
+    assert!(
+        e.starts_with("r.yaml:12:17: pruning_modifiers[0].inter_func: unknown variant `cubical`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "start_epoch: 2\n    end_epoch: eval(prune_end)",
+        "start_epoch: soon\n    end_epoch: eval(prune_end)",
+    ));
+    assert!(e.starts_with("r.yaml:9:18: pruning_modifiers[0].start_epoch: expected a number, found the string `soon`"), "{e}");
+    let e = err(&GOOD.replace("mask_type: \"2:4\"", "mask_type: \"4:2\""));
+    assert!(
+        e.starts_with("r.yaml:13:16: pruning_modifiers[0].mask_type:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cross_field_problems_point_at_the_modifier() {
+    let e = err(&GOOD.replace("init_sparsity: 0.7", "init_sparsity: 0.95"));
+    assert!(
+        e.starts_with(
+            "r.yaml:5:5: pruning_modifiers[0]: init_sparsity 0.95 is above final_sparsity 0.9"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("    cycle_epochs: 4\n", ""));
+    assert!(
+        e.starts_with(
+            "r.yaml:16:5: training_modifiers[0]: `cycle_epochs` (or `cycle_steps`) is required"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "start_epoch: 2\n    end_epoch: eval(prune_end)",
+        "start_epoch: 2\n    end_step: 100",
+    ));
+    assert!(e.contains("one window uses one unit"), "{e}");
+}
+
+#[test]
+fn bad_yaml_is_a_syntax_error_with_position() {
+    let e = err("a: 1\nb: [1, 2\nc: 3\n");
+    assert!(e.starts_with("r.yaml:3:"), "{e}");
+    assert!(e.contains("invalid YAML"), "{e}");
+    let e = err("a: 1\na: 2\n");
+    assert_eq!(e, "r.yaml:2:1: invalid YAML: duplicate key `a`");
+}
+
+#[test]
+fn unknown_and_unimplemented_modifiers_are_errors() {
+    let e = err("m_modifiers:\n  - !FancyPruningModifier\n    x: 1\n");
+    assert!(
+        e.starts_with(
+            "r.yaml:2:5: m_modifiers[0]: unknown variant `FancyPruningModifier`, expected one of"
+        ),
+        "{e}"
+    );
+    let e = err("m_modifiers:\n  - !QuantizationModifier\n    start_epoch: 0\n");
+    assert!(
+        e.contains("SparseML modifier that shears does not implement"),
+        "{e}"
+    );
+    let e = err(
+        "m_modifiers:\n  - !OBSPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 2\n    update_frequency: 1\n    num_grads: 64\n",
+    );
+    assert!(e.contains("not implemented yet"), "{e}");
+    let e = err("m_modifiers:\n  - params: x\n");
+    assert!(e.contains("tagged mapping"), "{e}");
+}
+
+#[test]
+fn sections_are_strict_too() {
+    let e = err("training:\n  batch_size: 32\n  batchsize: 16\n");
+    assert!(
+        e.starts_with("r.yaml:3:3: training: unknown field `batchsize`"),
+        "{e}"
+    );
+    let e = err("optimizer:\n  name: lamb\n  lr: 1\n");
+    assert!(e.starts_with("r.yaml:2:9: optimizer.name: unknown variant `lamb`, expected one of `adamw`, `adam`, `sgd`"), "{e}");
+    let e = err("device: tpu\n");
+    assert!(
+        e.starts_with("r.yaml:1:9: device: unknown variant `tpu`"),
+        "{e}"
+    );
+    let e = err("stages:\n  - a\n");
+    assert!(e.contains("unknown top-level key"), "{e}");
+}
+
+#[test]
+fn eval_errors_and_cycles_are_reported() {
+    let e = err("a: eval(b + 1)\nb: eval(a * 2)\n");
+    assert!(e.contains("cycle"), "{e}");
+    let e = err("a: 1\nx_modifiers:\n  - !EpochRangeModifier\n    end_epoch: eval(c)\n");
+    assert!(
+        e.starts_with("r.yaml:4:16: x_modifiers[0].end_epoch: unknown variable `c`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn overrides_set_variables_and_section_keys() {
+    let o = |s: &str| s.parse::<Override>().unwrap();
+    let r = Recipe::from_str_at(
+        GOOD,
+        Path::new("r.yaml"),
+        &[
+            o("num_epochs=10"),
+            o("training.batch_size=8"),
+            o("device=ndarray"),
+        ],
+    )
+    .unwrap();
+    let Modifier::LearningRateFunctionModifier(l) = &r.modifiers[1].modifier else {
+        panic!()
+    };
+    assert_eq!(l.end_epoch, Some(10.0));
+    let Modifier::GMPruningModifier(p) = &r.modifiers[0].modifier else {
+        panic!()
+    };
+    assert_eq!(p.end_epoch, Some(6.0));
+    assert_eq!(r.training.as_ref().unwrap().batch_size, 8);
+    assert_eq!(r.device, Some(shears::device::DeviceKind::Ndarray));
+    let e = Recipe::from_str_at(GOOD, Path::new("r.yaml"), &[o("num_epoch=3")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--set num_epoch=3: the recipe has no variable `num_epoch`"),
+        "{e}"
+    );
+    let e = Recipe::from_str_at(GOOD, Path::new("r.yaml"), &[o("lr=fast")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--set lr"), "{e}");
+    assert!("novalue".parse::<Override>().is_err());
+}
+
+#[test]
+fn markdown_front_matter_keeps_line_numbers() {
+    let text = "---\nx_modifiers:\n  - !EpochRangeModifier\n    end_epochs: 3\n---\n# Notes\n";
+    let e = Recipe::from_str_at(text, Path::new("r.md"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("r.md:4:5: x_modifiers[0]: unknown field `end_epochs`"),
+        "{e}"
+    );
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped_recipes() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("recipes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "md")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_shipped_recipe_passes_the_check() {
+    let recipes = shipped_recipes();
+    assert!(recipes.len() >= 2, "{recipes:?}");
+    for path in recipes {
+        Recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn the_cli_exits_non_zero_with_a_position_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "x_modifiers:\n  - !EpochRangeModifier\n    end_epoch: -3\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:5: x_modifiers[0]: end_epoch -3 is negative",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let ok = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check", "--quiet"])
+        .args(shipped_recipes())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
