@@ -1,0 +1,109 @@
+//! `recipe check` against the real all-MiniLM-L6-v2 checkpoint (from
+//! `scripts/fetch-assets.sh`): exact matches, counts and warnings; and run directories.
+
+use std::path::{Path, PathBuf};
+
+use shears::recipe::{Recipe, check::check};
+use shears::run_dir::{RESOLVED_RECIPE, RunDir, RunDirError};
+
+fn minilm() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/fetch-assets.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn recipe(params: &str) -> Recipe {
+    let text = format!(
+        "model:\n  source: {}\npruning_modifiers:\n  - !GlobalMagnitudePruningModifier\n    params: {params}\n    init_sparsity: 0.3\n    final_sparsity: 0.8\n    start_epoch: 1\n    end_epoch: 5\n    update_frequency: 2\n",
+        minilm().display()
+    );
+    Recipe::from_str_at(&text, Path::new("r.yaml"), &[]).unwrap()
+}
+
+#[test]
+fn encoder_linears_of_minilm_are_matched_exactly() {
+    let r = recipe(
+        r#"["re:encoder\\.layer\\.\\d+\\.(attention\\.(self\\.(query|key|value)|output\\.dense)|intermediate\\.dense|output\\.dense)\\.weight"]"#,
+    );
+    let report = check(&r, None);
+    assert_eq!(report.matches.len(), 1);
+    let m = &report.matches[0];
+    // 6 layers x 6 linears; 4 of 384x384 and 2 of 384x1536 per layer (config.json).
+    assert_eq!(m.params.len(), 36);
+    let total: usize = m.params.iter().map(|t| t.numel()).sum();
+    assert_eq!(total, 6 * (4 * 384 * 384 + 2 * 384 * 1536));
+    assert!(m.unmatched.is_empty());
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // Schedule: updates at epochs 1, 3 and the end 5; cubic from 30 % to 80 %.
+    let s: Vec<f64> = report.schedule.iter().map(|r| r.sparsity).collect();
+    assert_eq!(s.len(), 3);
+    assert!((s[0] - 0.3).abs() < 1e-12 && (s[2] - 0.8).abs() < 1e-12);
+    assert!((s[1] - (0.3 + 0.5 * (1.0 - 0.5f64.powi(3)))).abs() < 1e-12);
+}
+
+#[test]
+fn all_prunable_warns_about_embeddings_and_pooler() {
+    let report = check(&recipe("__ALL_PRUNABLE__"), None);
+    let m = &report.matches[0];
+    // Every 2-D tensor: 36 encoder linears, 3 embedding tables, the pooler.
+    assert_eq!(m.params.len(), 40);
+    let warned: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("costs accuracy"))
+        .collect();
+    assert_eq!(warned.len(), 4, "{:?}", report.warnings);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("embeddings.word_embeddings.weight"))
+    );
+    assert!(warned.iter().any(|w| w.contains("pooler.dense.weight")));
+}
+
+#[test]
+fn a_pattern_matching_nothing_is_a_warning() {
+    let report = check(
+        &recipe(r#"["re:bert\\.encoder\\..*", "encoder.layer.0.output.dense.weight"]"#),
+        None,
+    );
+    assert_eq!(report.matches[0].params.len(), 1);
+    assert_eq!(
+        report.matches[0].unmatched,
+        vec!["re:bert\\.encoder\\..*".to_string()]
+    );
+    assert_eq!(report.warnings.len(), 1);
+    assert!(
+        report.warnings[0].contains("matches no parameter"),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn run_directories_keep_what_is_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe("__ALL_PRUNABLE__");
+    let dir = tmp.path().join("run");
+    let run = RunDir::prepare(dir.clone(), &r, false).unwrap();
+    let saved = std::fs::read_to_string(run.path.join(RESOLVED_RECIPE)).unwrap();
+    // The saved recipe is the resolved one and loads back to the same modifiers.
+    let again = Recipe::from_str_at(&saved, Path::new("again.yaml"), &[]).unwrap();
+    assert_eq!(again.modifiers[0].modifier, r.modifiers[0].modifier);
+    // A second run into the same directory is refused (nothing is overwritten) ...
+    assert!(matches!(
+        RunDir::prepare(dir.clone(), &r, false),
+        Err(RunDirError::NotEmpty(_))
+    ));
+    // ... unless it resumes; resuming needs an existing run.
+    assert!(RunDir::prepare(dir, &r, true).is_ok());
+    assert!(matches!(
+        RunDir::prepare(tmp.path().join("none"), &r, true),
+        Err(RunDirError::NothingToResume(_))
+    ));
+    assert!(RunDir::choose(&r, None).starts_with("runs"));
+}
