@@ -18,8 +18,11 @@ pub struct ModelSection {
     pub head: HeadKind,
     /// Number of labels of a classification head (default: from the task).
     pub num_labels: Option<usize>,
-    /// Teacher for distillation: a model directory (e.g. the dense run's exported model)
-    /// or `hf:org/name`. Frozen and never checkpointed with the student.
+    /// Teacher for distillation: a model directory (e.g. the dense run's exported model),
+    /// `hf:org/name`, or `self`: a frozen copy of the student taken when distillation
+    /// starts (so one recipe can fine-tune densely, then prune with the dense model as
+    /// teacher, as in SparseML's `distill_teacher: self`). Never checkpointed with the
+    /// student (a `self` teacher is re-created from its saved weights on resume).
     pub teacher: Option<String>,
 }
 
