@@ -10,3 +10,4 @@ pub mod device;
 pub mod recipe;
 pub mod run_dir;
 pub mod tensor_index;
+pub mod train;

@@ -1,0 +1,52 @@
+//! The training engine's building blocks: deterministic data order, checkpoints that a
+//! failure cannot corrupt, progress lines and bars, and the run report.
+//!
+//! The loop that drives a model with these (recipe modifiers, masks, distillation)
+//! builds on this module.
+
+pub mod checkpoint;
+pub mod order;
+pub mod progress;
+pub mod report;
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error(
+        "the loss is {value} at step {step}: training stopped; the last good checkpoint is kept"
+    )]
+    NonFiniteLoss {
+        /// The optimizer step.
+        step: u64,
+        /// The loss value.
+        value: f64,
+    },
+    /// Saving or loading a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+/// Checks a loss value before the optimizer step uses its gradients.
+pub fn check_finite_loss(step: u64, value: f64) -> Result<(), TrainError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::NonFiniteLoss { step, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_losses_stop_training() {
+        assert!(check_finite_loss(3, 0.25).is_ok());
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = check_finite_loss(7, v).unwrap_err();
+            assert!(matches!(e, TrainError::NonFiniteLoss { step: 7, .. }));
+            assert!(e.to_string().contains("step 7"));
+        }
+    }
+}
