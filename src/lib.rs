@@ -7,6 +7,7 @@
 //! The models and the sparse kernels live in the `shears-models` crate.
 
 pub mod device;
+pub mod distill;
 pub mod recipe;
 pub mod run_dir;
 pub mod tensor_index;
