@@ -293,10 +293,127 @@ pub fn mask_gradients<M: Module>(
     grads
 }
 
+/// The `format` header value of optimizer state files.
+pub const OPTIM_STATE_FORMAT: &str = "shears-optimizer-state";
+
+/// An optimizer state file that cannot be read or does not fit the model.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct OptimStateError {
+    /// The file (or the name given for bytes).
+    pub source_name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+type Scalar = burn::store::burn_pack::Scalar;
+
+fn encode_scalar(s: Scalar) -> String {
+    match s {
+        Scalar::Int(v) => format!("i:{v}"),
+        Scalar::UInt(v) => format!("u:{v}"),
+        Scalar::Float(v) => format!("f:{v:e}"),
+        Scalar::Bool(v) => format!("b:{v}"),
+    }
+}
+
+fn decode_scalar(text: &str) -> Option<Scalar> {
+    let (kind, value) = text.split_once(':')?;
+    match kind {
+        "i" => value.parse().ok().map(Scalar::Int),
+        "u" => value.parse().ok().map(Scalar::UInt),
+        "f" => value.parse().ok().map(Scalar::Float),
+        "b" => value.parse().ok().map(Scalar::Bool),
+        _ => None,
+    }
+}
+
+struct F32View {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl safetensors::View for F32View {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
+}
+
+/// The stored leaves of one parameter's state.
+#[derive(Default)]
+struct FlatState {
+    tensors: Vec<(String, TensorData)>,
+    scalars: BTreeMap<String, Scalar>,
+}
+
+/// Rebuilds each parameter's state with its rank and device.
+struct StateLoader<'a, O: Optimizer> {
+    stack: PathStack,
+    naming: &'a dyn ParamNaming,
+    flat: &'a mut BTreeMap<String, FlatState>,
+    states: HashMap<String, Slot>,
+    failed: Vec<String>,
+    _optim: std::marker::PhantomData<O>,
+}
+
+impl<O: Optimizer> ModuleVisitor for StateLoader<'_, O> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self.naming.display_name(&self.stack.path());
+        let Some(flat) = self.flat.remove(&name) else {
+            return;
+        };
+        let mut source = StateSource::new(flat.scalars);
+        for (leaf, data) in flat.tensors {
+            source.insert_tensor(leaf, data);
+        }
+        let device = param.lazy_device().inner();
+        match <O::State<D> as burn::optim::RecordState>::state_unflatten("s", &mut source, &device)
+        {
+            Some(state) => {
+                self.states.insert(
+                    name,
+                    Slot {
+                        state: Box::new(state),
+                        generation: None,
+                        flatten: flatten_slot::<O::State<D>>,
+                    },
+                );
+            }
+            None => self.failed.push(name),
+        }
+    }
+}
+
 /// Optimizer state of one parameter, with the mask generation it was last cleaned for.
 struct Slot {
     state: Box<dyn Any + Send + Sync>,
     generation: Option<u64>,
+    /// Flattens `state` (monomorphised for its concrete type when the slot is made).
+    flatten: fn(&(dyn Any + Send + Sync), &mut StateSink),
+}
+
+fn flatten_slot<S: burn::optim::RecordState>(state: &(dyn Any + Send + Sync), out: &mut StateSink) {
+    state
+        .downcast_ref::<S>()
+        .expect("a slot's flatten function matches its state type")
+        .state_flatten("s", out);
 }
 
 /// Zeroes, in every state tensor shaped like the parameter, the pruned coordinates.
@@ -392,6 +509,144 @@ impl<O: Optimizer> MaskedOptimizer<O> {
     /// Stops enforcing masks (SparseML's `leave_enabled: false` after the end).
     pub fn clear_masks(&mut self) {
         self.masks = MaskSet::new();
+    }
+
+    /// The optimizer state of every parameter (momentum buffers, moments, step counts),
+    /// keyed by parameter name, as safetensors bytes: tensor `NAME/LEAF` (as `F32`) and
+    /// scalar header entries `NAME/LEAF` (`i:`, `u:`, `f:` or `b:` followed by the value).
+    /// Masks are saved separately ([`save_masks`](super::checkpoint::save_masks)).
+    pub fn state_to_bytes(&self) -> Vec<u8> {
+        let mut views = Vec::new();
+        let mut meta = HashMap::from([("format".to_string(), OPTIM_STATE_FORMAT.to_string())]);
+        let mut names: Vec<&String> = self.states.keys().collect();
+        names.sort();
+        for name in names {
+            let slot = &self.states[name];
+            let mut sink = StateSink::default();
+            (slot.flatten)(slot.state.as_ref(), &mut sink);
+            for (leaf, data) in sink.tensors {
+                let shape = data.shape().to_vec();
+                let values = data
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("converted to f32 above");
+                views.push((format!("{name}/{leaf}"), F32View { shape, values }));
+            }
+            for (leaf, scalar) in sink.scalars {
+                meta.insert(format!("{name}/{leaf}"), encode_scalar(scalar));
+            }
+        }
+        safetensors::serialize(views, Some(meta)).expect("f32 views always serialise")
+    }
+
+    /// Restores the state written by [`state_to_bytes`](Self::state_to_bytes) for the
+    /// parameters of `module` (matched by name, so a freshly initialised model works).
+    /// `source_name` names the origin in errors. Every stored state must belong to a
+    /// parameter of `module` and rebuild for this optimizer type.
+    pub fn load_state_bytes<M: Module>(
+        &mut self,
+        module: &M,
+        bytes: &[u8],
+        source_name: &str,
+    ) -> Result<(), OptimStateError> {
+        let bad = |message: String| OptimStateError {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(OPTIM_STATE_FORMAT) {
+            return Err(bad(format!(
+                "not a shears optimizer state (format {:?})",
+                meta.get("format")
+            )));
+        }
+        let mut flat: BTreeMap<String, FlatState> = BTreeMap::new();
+        for (key, view) in st.iter() {
+            let (name, leaf) = key
+                .rsplit_once('/')
+                .ok_or_else(|| bad(format!("tensor `{key}` is not NAME/LEAF")))?;
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor `{key}` is {:?}, expected F32",
+                    view.dtype()
+                )));
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            flat.entry(name.to_string()).or_default().tensors.push((
+                leaf.to_string(),
+                TensorData::new(values, view.shape().to_vec()),
+            ));
+        }
+        for (key, value) in &meta {
+            if key == "format" {
+                continue;
+            }
+            let (name, leaf) = key
+                .rsplit_once('/')
+                .ok_or_else(|| bad(format!("header entry `{key}` is not NAME/LEAF")))?;
+            let scalar = decode_scalar(value)
+                .ok_or_else(|| bad(format!("header entry `{key}` has a bad value `{value}`")))?;
+            flat.entry(name.to_string())
+                .or_default()
+                .scalars
+                .insert(leaf.to_string(), scalar);
+        }
+        let mut loader = StateLoader::<O> {
+            stack: PathStack::default(),
+            naming: self.naming.as_ref(),
+            flat: &mut flat,
+            states: HashMap::new(),
+            failed: Vec::new(),
+            _optim: std::marker::PhantomData,
+        };
+        module.visit(&mut loader);
+        let (states, failed) = (loader.states, loader.failed);
+        if let Some(name) = failed.first() {
+            return Err(bad(format!(
+                "the state of `{name}` does not fit this optimizer or the parameter's rank"
+            )));
+        }
+        if let Some(name) = flat.keys().next() {
+            return Err(bad(format!(
+                "state for `{name}`, which the model does not have"
+            )));
+        }
+        self.states = states;
+        Ok(())
+    }
+
+    /// [`state_to_bytes`](Self::state_to_bytes) written to `path`.
+    pub fn save_state(&self, path: &std::path::Path) -> Result<(), OptimStateError> {
+        std::fs::write(path, self.state_to_bytes()).map_err(|e| OptimStateError {
+            source_name: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// [`load_state_bytes`](Self::load_state_bytes) from `path`.
+    pub fn load_state<M: Module>(
+        &mut self,
+        module: &M,
+        path: &std::path::Path,
+    ) -> Result<(), OptimStateError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| OptimStateError {
+            source_name: name.clone(),
+            message: e.to_string(),
+        })?;
+        self.load_state_bytes(module, &bytes, &name)
+    }
+
+    /// Forgets all optimizer state (moments restart from zero).
+    pub fn reset_state(&mut self) {
+        self.states.clear();
     }
 
     /// The clipping threshold, if clipping is enabled.
@@ -493,6 +748,7 @@ impl<O: Optimizer> ModuleMapper for Stepper<'_, O> {
                 Slot {
                     state: Box::new(state),
                     generation: if mask.is_some() { generation } else { None },
+                    flatten: flatten_slot::<O::State<D>>,
                 },
             );
         }
