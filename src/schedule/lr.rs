@@ -182,6 +182,8 @@ impl LrSegment {
                 final_lr,
                 cycle_steps,
             } => {
+                // `new` refuses 0; a hand-built segment with 0 acts as 1.
+                let cycle_steps = cycle_steps.max(1);
                 let offset = step - self.start_step;
                 let cycle_start = offset - offset % cycle_steps;
                 let cycle_len = cycle_steps.min(self.end_step - self.start_step - cycle_start);

@@ -172,6 +172,12 @@ impl SparsitySchedule {
             + (self.final_sparsity - self.init_sparsity) * self.interpolation.apply(x)
     }
 
+    /// The update period, at least 1 (the fields are public, so a hand-built schedule may
+    /// hold 0; [`new`](Self::new) refuses it for a non-empty window).
+    fn every(&self) -> u64 {
+        self.update_every.max(1)
+    }
+
     /// The update steps: `start`, `start + k·update_every` below `end`, and `end`.
     pub fn update_steps(&self) -> Vec<u64> {
         let mut steps = Vec::new();
@@ -179,7 +185,7 @@ impl SparsitySchedule {
             let mut t = self.start_step;
             while t < self.end_step {
                 steps.push(t);
-                t += self.update_every;
+                t += self.every();
             }
         }
         steps.push(self.end_step);
@@ -193,7 +199,7 @@ impl SparsitySchedule {
         }
         step >= self.start_step
             && step < self.end_step
-            && (step - self.start_step).is_multiple_of(self.update_every)
+            && (step - self.start_step).is_multiple_of(self.every())
     }
 
     /// The last update step at or before `step` (`None` before the start).
@@ -204,7 +210,7 @@ impl SparsitySchedule {
         if step >= self.end_step {
             return Some(self.end_step);
         }
-        Some(step - (step - self.start_step) % self.update_every)
+        Some(step - (step - self.start_step) % self.every())
     }
 
     /// The target the masks should have at `step`: the value of the last update at or
