@@ -10,5 +10,7 @@ pub mod device;
 pub mod distill;
 pub mod recipe;
 pub mod run_dir;
+pub mod schedule;
+pub mod sparsity;
 pub mod tensor_index;
 pub mod train;

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
+use shears::sparsity::report::SparsityReport;
 
 /// Print the fraction of zeros per tensor and overall.
 ///
@@ -17,6 +19,13 @@ pub struct SparsityArgs {
 }
 
 /// Runs `shears sparsity`.
-pub fn execute(_args: SparsityArgs) -> anyhow::Result<()> {
-    Err(super::not_implemented("sparsity", "sparsity core"))
+pub fn execute(args: SparsityArgs) -> anyhow::Result<()> {
+    let report = SparsityReport::from_safetensors(&args.file)
+        .with_context(|| format!("cannot report the sparsity of {}", args.file.display()))?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
 }
