@@ -39,7 +39,7 @@ fn encoder_linears_of_minilm_are_matched_exactly() {
     assert!(m.unmatched.is_empty());
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     // Schedule: updates at epochs 1, 3 and the end 5; cubic from 30 % to 80 %.
-    let s: Vec<f64> = report.schedule.iter().map(|r| r.sparsity).collect();
+    let s: Vec<f64> = report.schedule.iter().map(|r| r.value).collect();
     assert_eq!(s.len(), 3);
     assert!((s[0] - 0.3).abs() < 1e-12 && (s[2] - 0.8).abs() < 1e-12);
     assert!((s[1] - (0.3 + 0.5 * (1.0 - 0.5f64.powi(3)))).abs() < 1e-12);

@@ -1,17 +1,25 @@
 //! `shears recipe check`: what a recipe would do, without running it.
 //!
 //! For each pruning modifier: the parameters it matches in the model (when the model's
-//! weights are on disk: name, shape, count) and its sparsity schedule at every update;
-//! warnings for patterns that match nothing and for embeddings, poolers or heads being
-//! pruned (the GMP★ guideline: prune the encoder linears only).
+//! weights are on disk: name, shape, count), its sparsity at every mask update, and the
+//! learning rate at every change of the LR schedule; warnings for patterns that match
+//! nothing and for embeddings, poolers or heads being pruned (the GMP★ guideline: prune
+//! the encoder linears only). Everything runs on the same [`plan`](super::plan) the
+//! training loop uses.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::modifiers::{FinalSparsity, InitSparsity, InterFunc, Modifier, Params};
-use super::validate::{Time, Window, window};
-use super::{ModifierEntry, Recipe};
-use crate::tensor_index::{TensorInfo, read_safetensors_index};
+use super::Recipe;
+use super::modifiers::Modifier;
+use super::plan::{Plan, PlanError, plan};
+use crate::schedule::lr::LrFunction;
+use crate::sparsity::selection::{ParamInfo, ParamSelector};
+use crate::tensor_index::read_safetensors_index;
+
+/// Steps per epoch used to lay out a schedule when the real number is not given: the
+/// table then shows epochs only (to four decimals).
+const DISPLAY_STEPS_PER_EPOCH: u64 = 10_000;
 
 /// The parameters one modifier selects.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,22 +27,22 @@ pub struct Matched {
     /// Which modifier (`pruning_modifiers[0] !GMPruningModifier`).
     pub modifier: String,
     /// The selected tensors, in checkpoint order.
-    pub params: Vec<TensorInfo>,
+    pub params: Vec<ParamInfo>,
     /// Patterns that selected nothing.
     pub unmatched: Vec<String>,
 }
 
-/// One row of the sparsity schedule.
+/// One row of a schedule table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
-    /// Which modifier.
+    /// Which modifier (or `lr`).
     pub modifier: String,
-    /// When, in the recipe's unit.
-    pub time: Time,
-    /// The step, when the number of steps per epoch is known.
+    /// When, in epochs.
+    pub epoch: f64,
+    /// The optimizer step, when the number of steps per epoch is known.
     pub step: Option<u64>,
-    /// Target sparsity after this update.
-    pub sparsity: f64,
+    /// The target sparsity after this update, or the learning rate from this step.
+    pub value: f64,
 }
 
 /// The outcome of a dry run.
@@ -46,190 +54,137 @@ pub struct CheckReport {
     pub weights_unavailable: Option<String>,
     /// Per modifier, the parameters it selects.
     pub matches: Vec<Matched>,
-    /// The sparsity schedule of every pruning modifier.
+    /// Every mask update of every pruning modifier.
     pub schedule: Vec<ScheduleRow>,
+    /// The learning rate at every point where its schedule changes course.
+    pub lr: Vec<ScheduleRow>,
+    /// Why no schedule could be laid out, if it could not.
+    pub plan_error: Option<String>,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
 }
 
 /// Sub-strings of parameter names that GMP★ recommends never pruning.
-const SENSITIVE: &[&str] = &[
-    "embeddings",
-    "classifier",
-    "qa_outputs",
-    "pooler",
-    "lm_head",
-    "fc.weight",
-];
+const SENSITIVE: &[&str] = &["embeddings", "classifier", "qa_outputs", "pooler", "lm_head"];
 
-fn selects(pattern: &str, t: &TensorInfo) -> Result<bool, regex::Error> {
-    Ok(match pattern {
-        "__ALL_PRUNABLE__" => {
-            t.shape.len() >= 2 && t.dtype.starts_with('F')
-                || t.shape.len() >= 2 && t.dtype.starts_with("BF")
-        }
-        p => match p.strip_prefix("re:") {
-            // Anchored at the start, like Python's re.match (SparseML's semantics).
-            Some(re) => regex::Regex::new(&format!("^(?:{re})"))?.is_match(&t.name),
-            None => t.name == p,
-        },
-    })
-}
-
-fn select(
-    params: &Params,
-    ignore: &[String],
-    tensors: &[TensorInfo],
-) -> (Vec<TensorInfo>, Vec<String>) {
-    let patterns = params.patterns();
-    let mut hit = vec![false; patterns.len()];
-    let mut out = Vec::new();
-    for t in tensors {
-        let mut take = false;
-        for (i, p) in patterns.iter().enumerate() {
-            if selects(p, t).unwrap_or(false) {
-                hit[i] = true;
-                take = true;
-            }
-        }
-        if take && !ignore.iter().any(|p| selects(p, t).unwrap_or(false)) {
-            out.push(t.clone());
-        }
+fn model_params(recipe: &Recipe) -> Result<(PathBuf, Vec<ParamInfo>), String> {
+    let Some(model) = &recipe.model else {
+        return Err("the recipe has no `model` section".into());
+    };
+    if model.source.starts_with("hf:") {
+        return Err(format!(
+            "`{}` is on the Hugging Face Hub; parameters are listed for local model directories only",
+            model.source
+        ));
     }
-    let unmatched = patterns
-        .iter()
-        .zip(hit)
-        .filter(|(_, h)| !h)
-        .map(|(p, _)| p.clone())
-        .collect();
-    (out, unmatched)
-}
-
-impl InterFunc {
-    /// The fraction of the way from the initial to the final sparsity at progress `x`
-    /// in `[0, 1]` of the window.
-    pub fn apply(self, x: f64) -> f64 {
-        let x = x.clamp(0.0, 1.0);
-        match self {
-            InterFunc::Linear => x,
-            InterFunc::Cubic => 1.0 - (1.0 - x).powi(3),
-            InterFunc::InverseCubic => 1.0 - (1.0 - x).cbrt(),
-        }
-    }
-}
-
-fn schedule_rows(m: &ModifierEntry, steps_per_epoch: Option<u64>) -> Vec<ScheduleRow> {
-    let Some(p) = m.modifier.as_pruning() else {
-        return Vec::new();
-    };
-    let Ok(Window {
-        start,
-        end: Some(end),
-    }) = window(p.start_epoch, p.end_epoch, p.start_step, p.end_step, None)
-    else {
-        return Vec::new();
-    };
-    let init = match p.init_sparsity {
-        InitSparsity::Value(v) => v,
-        InitSparsity::FromParam => 0.0,
-    };
-    let fin = match &p.final_sparsity {
-        FinalSparsity::Value(v) => *v,
-        FinalSparsity::Groups(g) => g.iter().map(|(s, _)| *s).fold(0.0, f64::max),
-    };
-    let (t0, t1, freq) = match (start, end) {
-        (Time::Epoch(a), Time::Epoch(b)) => (a, b, p.update_frequency.unwrap_or(b - a)),
-        (Time::Step(a), Time::Step(b)) => (
-            a as f64,
-            b as f64,
-            p.update_frequency_steps.unwrap_or(b - a) as f64,
-        ),
-        _ => return Vec::new(),
-    };
-    let mut times = Vec::new();
-    let mut t = t0;
-    while t < t1 - 1e-9 && freq > 0.0 {
-        times.push(t);
-        t += freq;
-    }
-    times.push(t1);
-    let mk = |v: f64| match start {
-        Time::Epoch(_) => Time::Epoch(v),
-        Time::Step(_) => Time::Step(v.round() as u64),
-    };
-    times
+    let file = Path::new(&model.source).join("model.safetensors");
+    let tensors = read_safetensors_index(&file).map_err(|e| e.to_string())?;
+    let params = tensors
         .into_iter()
         .map(|t| {
-            let x = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
-            let time = mk(t);
-            ScheduleRow {
-                modifier: m.label(),
-                time,
-                step: match time {
-                    Time::Step(s) => Some(s),
-                    Time::Epoch(_) => steps_per_epoch.map(|n| time.to_step(n)),
-                },
-                sparsity: init + (fin - init) * p.inter_func.apply(x),
+            let is_float = t.dtype.starts_with('F') || t.dtype == "BF16";
+            // Hugging Face checkpoints store linear weights as [out, in]: the input is dim 1.
+            let input_dim = (t.shape.len() >= 2).then_some(1);
+            ParamInfo {
+                is_float,
+                ..ParamInfo::new(t.name, t.shape)
             }
+            .with_input_dim(input_dim)
         })
-        .collect()
+        .collect();
+    Ok((file, params))
 }
 
-/// Checks a recipe against its model (if on disk) and tabulates its schedules.
+fn rows(plan: &Plan, spe: Option<u64>) -> (Vec<ScheduleRow>, Vec<ScheduleRow>) {
+    let steps_per_epoch = plan.steps_per_epoch as f64;
+    let row = |modifier: &str, step: u64, value: f64| ScheduleRow {
+        modifier: modifier.to_string(),
+        epoch: step as f64 / steps_per_epoch,
+        step: spe.map(|_| step),
+        value,
+    };
+    let mut sparsity = Vec::new();
+    for p in &plan.pruning {
+        for step in p.schedule.update_steps() {
+            sparsity.push(row(&p.label, step, p.schedule.interpolated(step)));
+        }
+    }
+    // The LR at step 0, at every segment start and end, and at every cycle boundary.
+    let Some(schedule) = &plan.lr else {
+        return (sparsity, Vec::new());
+    };
+    let mut points = vec![0u64];
+    for s in &schedule.segments {
+        points.push(s.start_step);
+        points.push(s.end_step.min(plan.total_steps));
+        if let LrFunction::CyclicLinear { cycle_steps, .. } = s.function {
+            let mut t = s.start_step;
+            while t < s.end_step.min(plan.total_steps) {
+                points.push(t);
+                points.push((t + cycle_steps).min(s.end_step) - 1);
+                t += cycle_steps.max(1);
+            }
+        }
+        points.push(s.end_step.saturating_sub(1));
+    }
+    points.retain(|&p| p <= plan.total_steps);
+    points.sort_unstable();
+    points.dedup();
+    let lr = points.into_iter().map(|s| row("lr", s, schedule.lr_at(s))).collect();
+    (sparsity, lr)
+}
+
+/// Checks a recipe against its model (if on disk) and tabulates its schedules; with
+/// `steps_per_epoch`, the tables show optimizer steps too.
 pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
     let mut report = CheckReport {
         weights: None,
         weights_unavailable: None,
         matches: Vec::new(),
         schedule: Vec::new(),
+        lr: Vec::new(),
+        plan_error: None,
         warnings: Vec::new(),
     };
-    let tensors = match &recipe.model {
-        None => {
-            report.weights_unavailable = Some("the recipe has no `model` section".into());
-            None
+    let params = match model_params(recipe) {
+        Ok((file, params)) => {
+            report.weights = Some(file);
+            Some(params)
         }
-        Some(model) if model.source.starts_with("hf:") => {
-            report.weights_unavailable = Some(format!(
-                "`{}` is on the Hugging Face Hub; parameters are listed for local model directories only",
-                model.source
-            ));
+        Err(why) => {
+            report.weights_unavailable = Some(why);
             None
-        }
-        Some(model) => {
-            let dir = Path::new(&model.source);
-            let file = dir.join("model.safetensors");
-            match read_safetensors_index(&file) {
-                Ok(t) => {
-                    report.weights = Some(file);
-                    Some(t)
-                }
-                Err(e) => {
-                    report.weights_unavailable = Some(e.to_string());
-                    None
-                }
-            }
         }
     };
+    match plan(recipe, steps_per_epoch.unwrap_or(DISPLAY_STEPS_PER_EPOCH)) {
+        Ok(p) => (report.schedule, report.lr) = rows(&p, steps_per_epoch),
+        Err(PlanError::NoLength) if recipe.modifiers.is_empty() => {}
+        Err(e) => report.plan_error = Some(e.to_string()),
+    }
     for m in &recipe.modifiers {
-        report.schedule.extend(schedule_rows(m, steps_per_epoch));
-        let (params, ignore) = match &m.modifier {
+        let (patterns, ignore) = match &m.modifier {
             Modifier::GMPruningModifier(p)
             | Modifier::MagnitudePruningModifier(p)
-            | Modifier::GlobalMagnitudePruningModifier(p) => (&p.params, &p.ignore),
-            Modifier::ConstantPruningModifier(c) => (&c.params, &c.ignore),
+            | Modifier::GlobalMagnitudePruningModifier(p) => (p.params.patterns(), &p.ignore),
+            Modifier::ConstantPruningModifier(c) => (c.params.patterns(), &c.ignore),
             _ => continue,
         };
-        let Some(tensors) = &tensors else { continue };
-        let (matched, unmatched) = select(params, ignore, tensors);
-        for p in &unmatched {
-            report.warnings.push(format!(
-                "{}: the pattern `{p}` matches no parameter of the model",
-                m.label()
-            ));
+        let Some(params) = &params else { continue };
+        let selector = match ParamSelector::new(&patterns, ignore) {
+            Ok(s) => s,
+            Err(e) => {
+                report.warnings.push(format!("{}: {e}", m.label()));
+                continue;
+            }
+        };
+        let selection = selector.select(params);
+        for p in &selection.unmatched_patterns {
+            report
+                .warnings
+                .push(format!("{}: the pattern `{p}` matches no parameter of the model", m.label()));
         }
         if m.modifier.as_pruning().is_some() {
-            for t in &matched {
+            for t in &selection.matched {
                 if SENSITIVE.iter().any(|s| t.name.contains(s)) {
                     report.warnings.push(format!(
                         "{}: prunes `{}`: pruning embeddings, poolers or classifier heads usually costs accuracy (GMP★ guideline)",
@@ -241,11 +196,30 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
         }
         report.matches.push(Matched {
             modifier: m.label(),
-            params: matched,
-            unmatched,
+            params: selection.matched,
+            unmatched: selection.unmatched_patterns,
         });
     }
     report
+}
+
+fn table(out: &mut String, title: &str, rows: &[ScheduleRow], percent: bool) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}:");
+    let _ = writeln!(out, "  {:<52} {:>9} {:>10} {:>11}", "modifier", "epoch", "step", "value");
+    for r in rows {
+        let step = r.step.map_or_else(|| "-".to_string(), |s| s.to_string());
+        let value = if percent {
+            format!("{:.1}%", r.value * 100.0)
+        } else {
+            format!("{:.3e}", r.value)
+        };
+        let epoch = format!("{:.4}", r.epoch);
+        let epoch = epoch.trim_end_matches('0').trim_end_matches('.');
+        let _ = writeln!(out, "  {:<52} {:>9} {:>10} {:>11}", r.modifier, epoch, step, value);
+    }
 }
 
 impl CheckReport {
@@ -262,49 +236,17 @@ impl CheckReport {
             _ => {}
         }
         for m in &self.matches {
-            let total: usize = m.params.iter().map(TensorInfo::numel).sum();
-            let _ = writeln!(
-                out,
-                "\n{}: {} tensors, {} weights",
-                m.modifier,
-                m.params.len(),
-                total
-            );
-            let width = m
-                .params
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
+            let total: usize = m.params.iter().map(ParamInfo::numel).sum();
+            let _ = writeln!(out, "\n{}: {} tensors, {} weights", m.modifier, m.params.len(), total);
+            let width = m.params.iter().map(|t| t.name.len()).max().unwrap_or(4);
             for t in &m.params {
-                let _ = writeln!(
-                    out,
-                    "  {:<width$}  {:>14}  {:>10}",
-                    t.name,
-                    format!("{:?}", t.shape),
-                    t.numel()
-                );
+                let _ = writeln!(out, "  {:<width$}  {:>12}  {:>9}", t.name, format!("{:?}", t.shape), t.numel());
             }
         }
-        if !self.schedule.is_empty() {
-            let _ = writeln!(out, "\nsparsity schedule:");
-            let _ = writeln!(
-                out,
-                "  {:<48} {:>14} {:>10} {:>9}",
-                "modifier", "time", "step", "sparsity"
-            );
-            for r in &self.schedule {
-                let step = r.step.map_or_else(|| "-".to_string(), |s| s.to_string());
-                let _ = writeln!(
-                    out,
-                    "  {:<48} {:>14} {:>10} {:>8.1}%",
-                    r.modifier,
-                    r.time.to_string(),
-                    step,
-                    r.sparsity * 100.0
-                );
-            }
+        table(&mut out, "sparsity schedule (target after each mask update)", &self.schedule, true);
+        table(&mut out, "learning rate (at each change of course)", &self.lr, false);
+        if let Some(e) = &self.plan_error {
+            let _ = writeln!(out, "schedules not laid out: {e}");
         }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
@@ -320,15 +262,24 @@ mod tests {
     #[test]
     fn cubic_schedule_matches_the_obert_recipe_table() {
         // methods.md §1.2: 70 % -> 90 % over epochs 2..26 every 4 epochs.
-        let text = "pruning_modifiers:\n  - !GlobalMagnitudePruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.7\n    final_sparsity: 0.9\n    start_epoch: 2\n    end_epoch: 26\n    update_frequency: 4\n";
+        let text = "pruning_modifiers:\n  - !GlobalMagnitudePruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.7\n    final_sparsity: 0.9\n    start_epoch: 2\n    end_epoch: 26\n    update_frequency: 4\noptimizer:\n  name: sgd\n  lr: 0.1\n";
         let r = Recipe::from_str_at(text, Path::new("t.yaml"), &[]).unwrap();
         let rows = check(&r, Some(10)).schedule;
-        let got: Vec<f64> = rows
-            .iter()
-            .map(|r| (r.sparsity * 1000.0).round() / 10.0)
-            .collect();
+        let got: Vec<f64> = rows.iter().map(|r| (r.value * 1000.0).round() / 10.0).collect();
         assert_eq!(got, vec![70.0, 78.4, 84.1, 87.5, 89.3, 89.9, 90.0]);
         let steps: Vec<u64> = rows.iter().map(|r| r.step.unwrap()).collect();
         assert_eq!(steps, vec![20, 60, 100, 140, 180, 220, 260]);
+    }
+
+    #[test]
+    fn cyclic_lr_rewinds_at_every_cycle() {
+        let text = "m_modifiers:\n  - !EpochRangeModifier\n    end_epoch: 4\n  - !LearningRateFunctionModifier\n    lr_func: cyclic_linear\n    init_lr: 0.1\n    final_lr: 0.01\n    cycle_epochs: 2\n    start_epoch: 0\n    end_epoch: 4\n";
+        let r = Recipe::from_str_at(text, Path::new("t.yaml"), &[]).unwrap();
+        let lr = check(&r, Some(5)).lr;
+        let pts: Vec<(u64, f64)> = lr.iter().map(|r| (r.step.unwrap(), r.value)).collect();
+        // Cycles of 10 steps: 0.1 at steps 0 and 10, 0.01 at steps 9 and 19 (methods.md §1.3).
+        let at = |s: u64| pts.iter().find(|p| p.0 == s).unwrap().1;
+        assert!((at(0) - 0.1).abs() < 1e-12 && (at(10) - 0.1).abs() < 1e-12);
+        assert!((at(9) - 0.01).abs() < 1e-12 && (at(19) - 0.01).abs() < 1e-12);
     }
 }

@@ -17,6 +17,7 @@ pub mod check;
 pub mod de;
 pub mod expr;
 pub mod modifiers;
+pub mod plan;
 pub mod sections;
 mod validate;
 pub mod yaml;
