@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use burn::tensor::{Device, Int, Tensor};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use shears_models::bert::{BertConfig, BertInput, BertModel};
 
 const BATCH: usize = 32;
@@ -30,8 +30,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("minilm_l6_forward_b32_s64");
     group.throughput(Throughput::Elements((BATCH * SEQ) as u64));
     group.sample_size(10);
+    // One forward is ~seconds on a shared CPU: flat sampling keeps the run short.
+    group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(3));
-    group.measurement_time(Duration::from_secs(15));
+    group.measurement_time(Duration::from_secs(10));
     #[allow(deprecated)]
     let devices = [("flex", Device::flex()), ("ndarray", Device::ndarray())];
     for (name, device) in devices {
