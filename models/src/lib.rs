@@ -6,3 +6,7 @@
 //! fallback on GPU backends).
 //!
 //! This crate knows nothing of recipes, schedules or training: those live in `shears`.
+
+pub mod bert;
+pub mod layer_norm;
+pub mod linear;
