@@ -65,7 +65,13 @@ pub struct CheckReport {
 }
 
 /// Sub-strings of parameter names that GMP★ recommends never pruning.
-const SENSITIVE: &[&str] = &["embeddings", "classifier", "qa_outputs", "pooler", "lm_head"];
+const SENSITIVE: &[&str] = &[
+    "embeddings",
+    "classifier",
+    "qa_outputs",
+    "pooler",
+    "lm_head",
+];
 
 fn model_params(recipe: &Recipe) -> Result<(PathBuf, Vec<ParamInfo>), String> {
     let Some(model) = &recipe.model else {
@@ -130,7 +136,10 @@ fn rows(plan: &Plan, spe: Option<u64>) -> (Vec<ScheduleRow>, Vec<ScheduleRow>) {
     points.retain(|&p| p <= plan.total_steps);
     points.sort_unstable();
     points.dedup();
-    let lr = points.into_iter().map(|s| row("lr", s, schedule.lr_at(s))).collect();
+    let lr = points
+        .into_iter()
+        .map(|s| row("lr", s, schedule.lr_at(s)))
+        .collect();
     (sparsity, lr)
 }
 
@@ -179,9 +188,10 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
         };
         let selection = selector.select(params);
         for p in &selection.unmatched_patterns {
-            report
-                .warnings
-                .push(format!("{}: the pattern `{p}` matches no parameter of the model", m.label()));
+            report.warnings.push(format!(
+                "{}: the pattern `{p}` matches no parameter of the model",
+                m.label()
+            ));
         }
         if m.modifier.as_pruning().is_some() {
             for t in &selection.matched {
@@ -208,7 +218,11 @@ fn table(out: &mut String, title: &str, rows: &[ScheduleRow], percent: bool) {
         return;
     }
     let _ = writeln!(out, "\n{title}:");
-    let _ = writeln!(out, "  {:<52} {:>9} {:>10} {:>11}", "modifier", "epoch", "step", "value");
+    let _ = writeln!(
+        out,
+        "  {:<52} {:>9} {:>10} {:>11}",
+        "modifier", "epoch", "step", "value"
+    );
     for r in rows {
         let step = r.step.map_or_else(|| "-".to_string(), |s| s.to_string());
         let value = if percent {
@@ -218,7 +232,11 @@ fn table(out: &mut String, title: &str, rows: &[ScheduleRow], percent: bool) {
         };
         let epoch = format!("{:.4}", r.epoch);
         let epoch = epoch.trim_end_matches('0').trim_end_matches('.');
-        let _ = writeln!(out, "  {:<52} {:>9} {:>10} {:>11}", r.modifier, epoch, step, value);
+        let _ = writeln!(
+            out,
+            "  {:<52} {:>9} {:>10} {:>11}",
+            r.modifier, epoch, step, value
+        );
     }
 }
 
@@ -237,14 +255,36 @@ impl CheckReport {
         }
         for m in &self.matches {
             let total: usize = m.params.iter().map(ParamInfo::numel).sum();
-            let _ = writeln!(out, "\n{}: {} tensors, {} weights", m.modifier, m.params.len(), total);
+            let _ = writeln!(
+                out,
+                "\n{}: {} tensors, {} weights",
+                m.modifier,
+                m.params.len(),
+                total
+            );
             let width = m.params.iter().map(|t| t.name.len()).max().unwrap_or(4);
             for t in &m.params {
-                let _ = writeln!(out, "  {:<width$}  {:>12}  {:>9}", t.name, format!("{:?}", t.shape), t.numel());
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:>12}  {:>9}",
+                    t.name,
+                    format!("{:?}", t.shape),
+                    t.numel()
+                );
             }
         }
-        table(&mut out, "sparsity schedule (target after each mask update)", &self.schedule, true);
-        table(&mut out, "learning rate (at each change of course)", &self.lr, false);
+        table(
+            &mut out,
+            "sparsity schedule (target after each mask update)",
+            &self.schedule,
+            true,
+        );
+        table(
+            &mut out,
+            "learning rate (at each change of course)",
+            &self.lr,
+            false,
+        );
         if let Some(e) = &self.plan_error {
             let _ = writeln!(out, "schedules not laid out: {e}");
         }
@@ -265,7 +305,10 @@ mod tests {
         let text = "pruning_modifiers:\n  - !GlobalMagnitudePruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.7\n    final_sparsity: 0.9\n    start_epoch: 2\n    end_epoch: 26\n    update_frequency: 4\noptimizer:\n  name: sgd\n  lr: 0.1\n";
         let r = Recipe::from_str_at(text, Path::new("t.yaml"), &[]).unwrap();
         let rows = check(&r, Some(10)).schedule;
-        let got: Vec<f64> = rows.iter().map(|r| (r.value * 1000.0).round() / 10.0).collect();
+        let got: Vec<f64> = rows
+            .iter()
+            .map(|r| (r.value * 1000.0).round() / 10.0)
+            .collect();
         assert_eq!(got, vec![70.0, 78.4, 84.1, 87.5, 89.3, 89.9, 90.0]);
         let steps: Vec<u64> = rows.iter().map(|r| r.step.unwrap()).collect();
         assert_eq!(steps, vec![20, 60, 100, 140, 180, 220, 260]);

@@ -156,7 +156,9 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                 };
                 let (fin, groups) = match &p.final_sparsity {
                     FinalSparsity::Value(v) => (*v, Vec::new()),
-                    FinalSparsity::Groups(g) => (g.iter().map(|(s, _)| *s).fold(0.0, f64::max), g.clone()),
+                    FinalSparsity::Groups(g) => {
+                        (g.iter().map(|(s, _)| *s).fold(0.0, f64::max), g.clone())
+                    }
                 };
                 let every = period(p.update_frequency, p.update_frequency_steps);
                 let schedule = SparsitySchedule::new(
@@ -164,7 +166,11 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                     fin,
                     start,
                     end,
-                    if end > start { every.min(end - start) } else { every },
+                    if end > start {
+                        every.min(end - start)
+                    } else {
+                        every
+                    },
                     interpolation(p.inter_func),
                     p.leave_enabled,
                 )
@@ -177,12 +183,22 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                     init_from_param,
                     schedule,
                     mask: mask_kind(p.mask_type),
-                    scope: if m.modifier.is_global() { Scope::Global } else { Scope::LayerWise },
+                    scope: if m.modifier.is_global() {
+                        Scope::Global
+                    } else {
+                        Scope::LayerWise
+                    },
                 });
             }
             Modifier::ConstantPruningModifier(c) => {
-                let w = window(c.start_epoch, c.end_epoch, c.start_step, c.end_step, Some(Time::Epoch(0.0)))
-                    .expect("validated");
+                let w = window(
+                    c.start_epoch,
+                    c.end_epoch,
+                    c.start_step,
+                    c.end_step,
+                    Some(Time::Epoch(0.0)),
+                )
+                .expect("validated");
                 constant.push(ConstantPlan {
                     label: label.clone(),
                     params: c.params.patterns(),
@@ -192,7 +208,8 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                 });
             }
             Modifier::LearningRateFunctionModifier(l) => {
-                let w = window(l.start_epoch, l.end_epoch, l.start_step, l.end_step, None).expect("validated");
+                let w = window(l.start_epoch, l.end_epoch, l.start_step, l.end_step, None)
+                    .expect("validated");
                 let (start, end) = (step(w.start), w.end.map(step).expect("validated"));
                 last_end = last_end.max(end);
                 let function = match l.lr_func {
@@ -215,23 +232,45 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                 }
             }
             Modifier::SetLearningRateModifier(s) => {
-                let w = window(s.start_epoch, s.end_epoch, s.start_step, s.end_step, Some(Time::Epoch(0.0)))
-                    .expect("validated");
+                let w = window(
+                    s.start_epoch,
+                    s.end_epoch,
+                    s.start_step,
+                    s.end_step,
+                    Some(Time::Epoch(0.0)),
+                )
+                .expect("validated");
                 let start = step(w.start);
                 let end = w.end.map(step).unwrap_or(u64::MAX);
                 if end > start {
                     segments.push(
-                        LrSegment::new(start, end, LrFunction::Constant { lr: s.learning_rate }).map_err(sched_err)?,
+                        LrSegment::new(
+                            start,
+                            end,
+                            LrFunction::Constant {
+                                lr: s.learning_rate,
+                            },
+                        )
+                        .map_err(sched_err)?,
                     );
                 }
             }
             Modifier::DistillationModifier(d) => {
-                let w = window(d.start_epoch, d.end_epoch, d.start_step, d.end_step, Some(Time::Epoch(0.0)))
-                    .expect("validated");
+                let w = window(
+                    d.start_epoch,
+                    d.end_epoch,
+                    d.start_step,
+                    d.end_step,
+                    Some(Time::Epoch(0.0)),
+                )
+                .expect("validated");
                 distill = Some(DistillPlan {
                     hardness: d.hardness,
                     temperature: d.temperature,
-                    output_keys: d.distill_output_keys.clone().unwrap_or_else(|| vec!["logits".into()]),
+                    output_keys: d
+                        .distill_output_keys
+                        .clone()
+                        .unwrap_or_else(|| vec!["logits".into()]),
                     start_step: step(w.start),
                     end_step: w.end.map(step),
                 });
@@ -245,12 +284,12 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
     }
     let total_steps = total.ok_or(PlanError::NoLength)?;
     let base_lr = recipe.optimizer.as_ref().map(|o| o.lr).or_else(|| {
-            segments.first().map(|s: &LrSegment| match s.function {
-                LrFunction::Constant { lr } => lr,
-                LrFunction::Linear { init_lr, .. }
-                | LrFunction::Cosine { init_lr, .. }
-                | LrFunction::CyclicLinear { init_lr, .. } => init_lr,
-            })
+        segments.first().map(|s: &LrSegment| match s.function {
+            LrFunction::Constant { lr } => lr,
+            LrFunction::Linear { init_lr, .. }
+            | LrFunction::Cosine { init_lr, .. }
+            | LrFunction::CyclicLinear { init_lr, .. } => init_lr,
+        })
     });
     let lr = match base_lr {
         None => None,

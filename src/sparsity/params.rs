@@ -155,3 +155,15 @@ pub fn list_params<M: Module>(module: &M, naming: &dyn ParamNaming) -> Vec<Param
         .map(|p| p.info)
         .collect()
 }
+
+/// Hugging Face names for shears' BERT models: the burn path with the one renamed field
+/// (`self_attention`, since `self` is a Rust keyword) mapped back to HF's `self`, so
+/// recipes, masks and reports only ever show state-dict keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HfNames;
+
+impl ParamNaming for HfNames {
+    fn display_name(&self, path: &str) -> String {
+        shears_models::bert::names::to_hf(path)
+    }
+}
