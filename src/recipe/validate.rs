@@ -64,7 +64,7 @@ pub(crate) fn window(
     };
     let end = match (end_epoch, end_step) {
         (Some(_), Some(_)) => return Err("give `end_epoch` or `end_step`, not both".into()),
-        (Some(e), None) if e == -1.0 => None,
+        (Some(-1.0), None) => None,
         (Some(e), None) if e < 0.0 => {
             return Err(format!(
                 "end_epoch {e} is negative (only -1, meaning never, is allowed)"
@@ -318,8 +318,9 @@ pub(super) fn validate(recipe: &Recipe) -> Result<(), Problem> {
         }
         *slot = Some(m);
     }
-    if seen_kd.is_some() && recipe.model.as_ref().is_some_and(|m| m.teacher.is_none()) {
-        let m = seen_kd.expect("checked");
+    if let Some(m) = seen_kd
+        && recipe.model.as_ref().is_some_and(|m| m.teacher.is_none())
+    {
         return Err((
             m.mark.clone(),
             format!("{}[{}]", m.group, m.index),

@@ -158,10 +158,11 @@ pub fn type_plain(text: &str) -> Typed<'_> {
         return Typed::Int(v);
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(v) = text.parse::<i64>() {
-            return Typed::Int(v);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(v) = text.parse::<i64>()
+    {
+        return Typed::Int(v);
     }
     if is_core_float(digits)
         && let Ok(v) = text.parse::<f64>()
@@ -400,7 +401,7 @@ impl<I: Iterator<Item = (Event, Marker)>> Builder<I> {
                     if ev == Event::MappingEnd {
                         break;
                     }
-                    let key = self.node(ev, m.clone())?;
+                    let key = self.node(ev, m)?;
                     let Some(key_text) = key.as_str().map(str::to_owned) else {
                         return Err(self.err(&m, "mapping keys must be plain scalars"));
                     };

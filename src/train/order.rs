@@ -33,7 +33,7 @@ pub fn batches_per_epoch(n: usize, batch_size: usize) -> usize {
 }
 
 /// The examples of batch `index` of an epoch with the given order.
-pub fn batch<'a>(order: &'a [usize], batch_size: usize, index: usize) -> &'a [usize] {
+pub fn batch(order: &[usize], batch_size: usize, index: usize) -> &[usize] {
     let start = (index * batch_size).min(order.len());
     let end = (start + batch_size).min(order.len());
     &order[start..end]

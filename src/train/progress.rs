@@ -103,7 +103,7 @@ impl Progress {
                 stats.sparsity * 100.0,
                 stats.examples_per_sec
             ));
-        } else if stats.step % self.every == 0 || stats.step == self.total {
+        } else if stats.step.is_multiple_of(self.every) || stats.step == self.total {
             eprintln!("{line}");
         }
         if let Some(log) = &mut self.log {
