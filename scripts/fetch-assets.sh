@@ -7,7 +7,7 @@
 #
 #   assets/models/all-MiniLM-L6-v2/       config.json, model.safetensors, tokenizer.json, vocab.txt, ...
 #   assets/models/paraphrase-MiniLM-L3-v2/ model.onnx (ONNX only; not read by shears yet)
-#   assets/data/movie-reviews/            movie_sentences.tsv (UTF-8: id, rating, text; 10,605 rows)
+#   assets/data/movie-reviews/            movie_sentences.tsv (id, rating, text; 10,605 rows), the original
 #   assets/data/uci-sentences/            amazon.json, imdb.json, yelp.json
 #   assets/data/fashion-mnist/            {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 #   assets/data/mnist/                    {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
@@ -117,19 +117,21 @@ movies() {
   local sha=5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9
   fetch movies "$f" "$sha" pip_dl --no-binary=:all: vaderSentiment==3.3.2
   local out="$assets/data/movie-reviews"
-  if is_done movies "$sha" && [[ -f $out/movie_sentences.tsv ]]; then return 0; fi
+  # The stamp carries a layout version: bump it when the unpacked files change.
+  if is_done movies "$sha-utf8" && [[ -f $out/movie_sentences.tsv ]]; then return 0; fi
   local tmp; tmp=$(mktemp -d "$cache/unpack.XXXXXX")
   tar -xzf "$cache/downloads/$f" -C "$tmp" vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz
   tar -xzf "$tmp/vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz" -C "$tmp"
   local raw="$tmp/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
   [[ -f $raw ]] || die "movies: movieReviewSnippets_GroundTruth.txt missing in the archive"
   rm -rf "$out"; mkdir -p "$out"
-  # Latin-1 -> UTF-8 TSV with a header; the rows are kept as they are (zero ratings too).
+  # A TSV with a header; the rows are kept as they are (zero ratings too). The file is
+  # UTF-8 (assets.md's "Latin-1" would garble its 133 lines with non-ASCII characters).
   python3 - "$raw" "$out/movie_sentences.tsv" <<'PY'
 import sys
 src, dst = sys.argv[1], sys.argv[2]
 rows = 0
-with open(src, encoding="latin-1", newline="") as f, open(dst, "w", encoding="utf-8", newline="") as g:
+with open(src, encoding="utf-8", newline="") as f, open(dst, "w", encoding="utf-8", newline="") as g:
     g.write("id\trating\ttext\n")
     for lineno, line in enumerate(f, 1):
         line = line.rstrip("\r\n")
@@ -145,9 +147,9 @@ with open(src, encoding="latin-1", newline="") as f, open(dst, "w", encoding="ut
 if rows != 10605:
     sys.exit(f"{src}: expected 10605 sentences, found {rows}")
 PY
-  cp "$raw" "$out/movieReviewSnippets_GroundTruth.latin1.txt"
+  cp "$raw" "$out/movieReviewSnippets_GroundTruth.txt"
   rm -rf "$tmp"
-  stamp movies "$sha"
+  stamp movies "$sha-utf8"
   log "movies: unpacked into ${out#"$repo"/}"
 }
 
