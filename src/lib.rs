@@ -5,3 +5,6 @@
 //! training loop, data sets and metrics.
 //!
 //! The models and the sparse kernels live in the `shears-models` crate.
+
+pub mod data;
+pub mod metrics;
