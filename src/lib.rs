@@ -6,8 +6,10 @@
 //!
 //! The models and the sparse kernels live in the `shears-models` crate.
 
+pub mod data;
 pub mod device;
 pub mod distill;
+pub mod metrics;
 pub mod recipe;
 pub mod run_dir;
 pub mod schedule;
