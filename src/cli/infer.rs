@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use burn::tensor::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use shears::device::DeviceKind;
 use shears_models::bert::{
     BertArchitecture, BertForQuestionAnswering, BertForSequenceClassification, BertInput,
     BertModel, BertTokenizer, Encoded, ModelSource, Pretrained, Truncation, TruncationStrategy,
@@ -38,6 +39,9 @@ pub struct InferArgs {
     /// Input file: one `{"text": ..., "text_pair"?: ...}` object per line.
     #[arg(long)]
     pub input: PathBuf,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
+    pub device: DeviceKind,
 }
 
 /// One input line.
@@ -129,7 +133,10 @@ type BatchFn<'a> = dyn FnMut(&BertInput, &[Encoded]) -> anyhow::Result<Vec<serde
 
 /// Runs `shears infer`.
 pub fn execute(args: InferArgs) -> anyhow::Result<()> {
-    let device = Device::flex();
+    let device = args
+        .device
+        .device()
+        .with_context(|| format!("--device {}", args.device))?;
     let inputs = read_inputs(&args.input)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
