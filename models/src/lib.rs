@@ -6,3 +6,4 @@
 //! fallback on GPU backends).
 //!
 //! This crate knows nothing of recipes, schedules or training: those live in `shears`.
+pub mod sparseprop;
