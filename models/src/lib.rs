@@ -10,3 +10,4 @@
 pub mod bert;
 pub mod layer_norm;
 pub mod linear;
+pub mod sparseprop;

@@ -1,0 +1,291 @@
+//! The SparseProp backend extension: sparse linear and conv2d as custom burn ops with a
+//! hand-written autodiff backward, on the CPU backends (Flex, NdArray).
+//!
+//! GPU backends (Cube / Fusion) are not in the extension: the Tensor-level wrappers in
+//! [`super::ops`] route non-CPU devices to a dense masked computation with plain tensor ops.
+
+#![allow(deprecated)] // NdArray is deprecated in burn 0.22 but still supported.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, NdArray, TensorMetadata, backend_extension};
+use burn::tensor::{DType, TensorData};
+
+use super::conv::{self, Conv2dGeometry};
+use super::layout::SparsePattern;
+use super::linear;
+use super::simd::Isa;
+
+/// Sparse ops with fixed patterns; values are a 1-D float tensor in pattern (CSR) order.
+#[backend_extension(Autodiff, NdArray, Flex)]
+pub trait SparsePropBackend: Backend {
+    /// `Y = X·Wᵀ` for `x: [B, in]`, `W` = `pattern` (`[out, in]`) with `values`; `[B, out]`.
+    fn sparseprop_linear(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self>;
+
+    /// Conv2d of `x: [B, IC, H, W]` with the sparse `[OC, IC, K, K]` weight; `[B, OC, OH, OW]`.
+    fn sparseprop_conv2d(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+        geom: Conv2dGeometry,
+    ) -> FloatTensor<Self>;
+}
+
+/// Reads a CPU primitive as an f32 vector (converting other float dtypes) and its shape.
+fn read<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
+    let shape = t.shape().as_slice().to_vec();
+    let mut fut = pin!(B::float_into_data(t));
+    let mut cx = Context::from_waker(Waker::noop());
+    // CPU backends resolve immediately; yield in the (not expected) pending case.
+    let data: TensorData = loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => break r.expect("sparseprop: reading a CPU tensor failed"),
+            Poll::Pending => std::thread::yield_now(),
+        }
+    };
+    let data = if data.dtype() == DType::F32 {
+        data
+    } else {
+        data.convert::<f32>()
+    };
+    let vec = data
+        .try_into_vec::<f32>()
+        .expect("sparseprop: tensor data is f32 after conversion");
+    (vec, shape)
+}
+
+fn write<B: Backend>(v: Vec<f32>, shape: Vec<usize>, device: &B::Device) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(v, shape), device)
+}
+
+/// The sparse linear forward on any CPU backend's primitives.
+pub(crate) fn linear_forward<B: Backend>(
+    x: FloatTensor<B>,
+    values: FloatTensor<B>,
+    pattern: &SparsePattern,
+) -> FloatTensor<B> {
+    let device = x.device();
+    let (xv, xs) = read::<B>(x);
+    let (vv, _) = read::<B>(values);
+    assert_eq!(xs.len(), 2, "sparseprop_linear: input must be 2-D");
+    let b = xs[0];
+    let y = linear::forward(pattern, &vv, &xv, b, Isa::detect());
+    write::<B>(y, vec![b, pattern.rows()], &device)
+}
+
+/// The sparse linear backward on any CPU backend's primitives: `(dX, dvalues)`.
+pub(crate) fn linear_backward<B: Backend>(
+    x: FloatTensor<B>,
+    values: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    pattern: &SparsePattern,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = x.device();
+    let (xv, xs) = read::<B>(x);
+    let (vv, _) = read::<B>(values);
+    let (gv, _) = read::<B>(grad);
+    let b = xs[0];
+    let (dx, dval) = linear::backward(pattern, &vv, &xv, &gv, b, Isa::detect());
+    let nnz = dval.len();
+    (
+        write::<B>(dx, xs, &device),
+        write::<B>(dval, vec![nnz], &device),
+    )
+}
+
+fn conv_dims(xs: &[usize]) -> (usize, usize, usize) {
+    assert_eq!(
+        xs.len(),
+        4,
+        "sparseprop_conv2d: input must be 4-D [B, C, H, W]"
+    );
+    (xs[0], xs[2], xs[3])
+}
+
+/// The sparse conv2d forward on any CPU backend's primitives.
+pub(crate) fn conv2d_forward<B: Backend>(
+    x: FloatTensor<B>,
+    values: FloatTensor<B>,
+    pattern: &SparsePattern,
+    geom: &Conv2dGeometry,
+) -> FloatTensor<B> {
+    let device = x.device();
+    let (xv, xs) = read::<B>(x);
+    let (vv, _) = read::<B>(values);
+    let (b, h, w) = conv_dims(&xs);
+    let (oh, ow) = geom
+        .output_size(h, w)
+        .expect("sparseprop_conv2d: kernel larger than the padded input");
+    let y = conv::forward(pattern, &vv, geom, &xv, (b, h, w), Isa::detect());
+    write::<B>(y, vec![b, geom.out_channels, oh, ow], &device)
+}
+
+/// The sparse conv2d backward on any CPU backend's primitives: `(dX, dvalues)`.
+pub(crate) fn conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    values: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    pattern: &SparsePattern,
+    geom: &Conv2dGeometry,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = x.device();
+    let (xv, xs) = read::<B>(x);
+    let (vv, _) = read::<B>(values);
+    let (gv, _) = read::<B>(grad);
+    let dimsv = conv_dims(&xs);
+    let (dx, dval) = conv::backward(pattern, &vv, geom, &xv, &gv, dimsv, Isa::detect());
+    let nnz = dval.len();
+    (
+        write::<B>(dx, xs, &device),
+        write::<B>(dval, vec![nnz], &device),
+    )
+}
+
+impl SparsePropBackend for Flex {
+    fn sparseprop_linear(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        linear_forward::<Self>(x, values, &pattern)
+    }
+
+    fn sparseprop_conv2d(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+        geom: Conv2dGeometry,
+    ) -> FloatTensor<Self> {
+        conv2d_forward::<Self>(x, values, &pattern, &geom)
+    }
+}
+
+impl SparsePropBackend for NdArray {
+    fn sparseprop_linear(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        linear_forward::<Self>(x, values, &pattern)
+    }
+
+    fn sparseprop_conv2d(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+        geom: Conv2dGeometry,
+    ) -> FloatTensor<Self> {
+        conv2d_forward::<Self>(x, values, &pattern, &geom)
+    }
+}
+
+/// Backward of the sparse linear: `dX` through the CSC pass, `dvalues` at the non-zeros.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: Backend> Backward<B, 2> for LinearBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, Arc<SparsePattern>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _c: &mut Checkpointer) {
+        let [node_x, node_v] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, values, pattern) = ops.state;
+        let (dx, dval) = linear_backward::<B>(x, values, grad, &pattern);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_v {
+            grads.register::<B>(node.id, dval);
+        }
+    }
+}
+
+/// Backward of the sparse conv2d.
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<B: Backend> Backward<B, 2> for Conv2dBackward {
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        Arc<SparsePattern>,
+        Conv2dGeometry,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _c: &mut Checkpointer) {
+        let [node_x, node_v] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, values, pattern, geom) = ops.state;
+        let (dx, dval) = conv2d_backward::<B>(x, values, grad, &pattern, &geom);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_v {
+            grads.register::<B>(node.id, dval);
+        }
+    }
+}
+
+impl<B: SparsePropBackend, C: CheckpointStrategy> SparsePropBackend for Autodiff<B, C> {
+    fn sparseprop_linear(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node(), values.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                let vp = values.primitive().clone();
+                let out = B::sparseprop_linear(xp.clone(), vp.clone(), pattern.clone());
+                prep.finish((xp, vp, pattern), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::sparseprop_linear(
+                x.into_primitive(),
+                values.into_primitive(),
+                pattern,
+            )),
+        }
+    }
+
+    fn sparseprop_conv2d(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+        geom: Conv2dGeometry,
+    ) -> FloatTensor<Self> {
+        match Conv2dBackward
+            .prepare::<C>([x.node(), values.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                let vp = values.primitive().clone();
+                let out = B::sparseprop_conv2d(xp.clone(), vp.clone(), pattern.clone(), geom);
+                prep.finish((xp, vp, pattern, geom), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::sparseprop_conv2d(
+                x.into_primitive(),
+                values.into_primitive(),
+                pattern,
+                geom,
+            )),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Sparse conv2d kernels on raw f32 buffers (square kernels, stride ≥ 1, zero padding, no
+//! dilation or groups), batch-vectorised.
+//!
+//! The weight `[OC, IC, K, K]` is a [`SparsePattern`] over `[OC, IC·K·K]`. Activations are
+//! channel-major with the batch innermost (`[C, H, W, B]`), so one non-zero `(oc, ic, kh, kw)`
+//! and one output row `p` turn into a single contiguous FMA over `(q, b)` for stride 1
+//! (`O[oc, p, q, :] += v · X[ic, p + kh − pad, q + kw − pad, :]` for all valid `q` at once), or
+//! one FMA of length `B` per output column for stride 2. Padding is implicit: only the valid
+//! output range of each kernel offset is visited, no padded copy is made.
+//! * Forward: parallel over output channels (each thread owns `O[oc]`), output rows in
+//!   blocks that stay in cache while the channel's non-zeros are applied.
+//! * Backward, one pass: parallel over input channels (each thread owns `dX[ic]` and the
+//!   value gradients of the non-zeros reading channel `ic`, found through the CSC index);
+//!   every visited segment updates `dX` and accumulates `⟨dO, X⟩` in the same sweep.
+
+use rayon::prelude::*;
+
+use super::layout::SparsePattern;
+use super::linear::transpose;
+use super::simd::{Isa, Simd, axpy, axpy_dot};
+use crate::multiversion;
+
+/// Static shape of a sparse conv2d: channels, square kernel, stride and zero padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dGeometry {
+    /// Number of input channels.
+    pub in_channels: usize,
+    /// Number of output channels.
+    pub out_channels: usize,
+    /// Kernel side `K` (the kernel is `K × K`).
+    pub kernel: usize,
+    /// Stride (same in both directions), ≥ 1.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+}
+
+impl Conv2dGeometry {
+    /// Output spatial size `(OH, OW)` for an `H × W` input, or `None` if the kernel does not
+    /// fit the padded input or the stride is 0.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        if self.stride == 0 || self.kernel == 0 {
+            return None;
+        }
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        if hp < self.kernel || wp < self.kernel {
+            return None;
+        }
+        Some((
+            (hp - self.kernel) / self.stride + 1,
+            (wp - self.kernel) / self.stride + 1,
+        ))
+    }
+
+    /// Columns of the flattened weight, `IC·K·K`.
+    pub fn weight_cols(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+}
+
+/// Spatial sizes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+}
+
+impl Dims {
+    /// Valid output index range `[lo, hi)` along one axis of size `n` (input) / `on`
+    /// (output) for kernel offset `t`: those `o` with `0 ≤ s·o + t − pad < n`.
+    #[inline(always)]
+    fn range(&self, t: usize, n: usize, on: usize) -> (usize, usize) {
+        let lo = if self.pad > t {
+            (self.pad - t).div_ceil(self.s)
+        } else {
+            0
+        };
+        let hi = if n + self.pad > t {
+            (n - 1 + self.pad - t) / self.s + 1
+        } else {
+            0
+        };
+        (lo.min(on), hi.min(on))
+    }
+
+    /// Output rows per cache block: about 64 KiB of output row data.
+    fn row_block(&self) -> usize {
+        (16384 / (self.ow * self.b).max(1)).max(1)
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_channel<S: Simd>(
+    row_ptr: &[u32],
+    col_idx: &[u32],
+    values: &[f32],
+    xt: &[f32],
+    d: &Dims,
+    oc: usize,
+    out: &mut [f32],
+) {
+    let (b, kk) = (d.b, d.k * d.k);
+    let (k0, k1) = (row_ptr[oc] as usize, row_ptr[oc + 1] as usize);
+    let pb = d.row_block();
+    let op = out.as_mut_ptr();
+    let xp = xt.as_ptr();
+    let mut p0 = 0;
+    while p0 < d.oh {
+        let p1 = (p0 + pb).min(d.oh);
+        for k in k0..k1 {
+            let col = col_idx[k] as usize;
+            let (ic, r) = (col / kk, col % kk);
+            let (kh, kw) = (r / d.k, r % d.k);
+            let v = values[k];
+            let (qlo, qhi) = d.range(kw, d.w, d.ow);
+            let (plo, phi) = d.range(kh, d.h, d.oh);
+            if qlo >= qhi {
+                continue;
+            }
+            for p in p0.max(plo)..p1.min(phi) {
+                let ih = d.s * p + kh - d.pad;
+                let xrow = ((ic * d.h + ih) * d.w) * b;
+                let orow = p * d.ow * b;
+                unsafe {
+                    if d.s == 1 {
+                        let iw = qlo + kw - d.pad;
+                        axpy::<S>(
+                            (qhi - qlo) * b,
+                            v,
+                            xp.add(xrow + iw * b),
+                            op.add(orow + qlo * b),
+                        );
+                    } else {
+                        for q in qlo..qhi {
+                            let iw = d.s * q + kw - d.pad;
+                            axpy::<S>(b, v, xp.add(xrow + iw * b), op.add(orow + q * b));
+                        }
+                    }
+                }
+            }
+        }
+        p0 = p1;
+    }
+}
+
+multiversion!(fn forward_channel_mv => forward_channel(
+    row_ptr: &[u32], col_idx: &[u32], values: &[f32], xt: &[f32], d: &Dims, oc: usize, out: &mut [f32]
+));
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_channel<S: Simd>(
+    col_ptr: &[u32],
+    csc_row: &[u32],
+    val_csc: &[f32],
+    xt: &[f32],
+    dot: &[f32],
+    d: &Dims,
+    ic: usize,
+    dx: &mut [f32],
+    dval: &mut [f32],
+) {
+    let (b, kk) = (d.b, d.k * d.k);
+    let c0 = ic * kk;
+    let e_base = col_ptr[c0] as usize;
+    let pb = d.row_block();
+    let dxp = dx.as_mut_ptr();
+    let xp = unsafe { xt.as_ptr().add(ic * d.h * d.w * b) };
+    let gp = dot.as_ptr();
+    let mut p0 = 0;
+    while p0 < d.oh {
+        let p1 = (p0 + pb).min(d.oh);
+        for r in 0..kk {
+            let (kh, kw) = (r / d.k, r % d.k);
+            let (qlo, qhi) = d.range(kw, d.w, d.ow);
+            let (plo, phi) = d.range(kh, d.h, d.oh);
+            if qlo >= qhi {
+                continue;
+            }
+            for e in col_ptr[c0 + r] as usize..col_ptr[c0 + r + 1] as usize {
+                let oc = csc_row[e] as usize;
+                let v = val_csc[e];
+                let mut acc = 0.0f32;
+                for p in p0.max(plo)..p1.min(phi) {
+                    let ih = d.s * p + kh - d.pad;
+                    let xrow = ih * d.w * b;
+                    let grow = ((oc * d.oh + p) * d.ow) * b;
+                    unsafe {
+                        if d.s == 1 {
+                            let iw = qlo + kw - d.pad;
+                            acc += axpy_dot::<S>(
+                                (qhi - qlo) * b,
+                                v,
+                                gp.add(grow + qlo * b),
+                                xp.add(xrow + iw * b),
+                                dxp.add(xrow + iw * b),
+                            );
+                        } else {
+                            for q in qlo..qhi {
+                                let iw = d.s * q + kw - d.pad;
+                                acc += axpy_dot::<S>(
+                                    b,
+                                    v,
+                                    gp.add(grow + q * b),
+                                    xp.add(xrow + iw * b),
+                                    dxp.add(xrow + iw * b),
+                                );
+                            }
+                        }
+                    }
+                }
+                dval[e - e_base] += acc;
+            }
+        }
+        p0 = p1;
+    }
+}
+
+multiversion!(fn backward_channel_mv => backward_channel(
+    col_ptr: &[u32], csc_row: &[u32], val_csc: &[f32], xt: &[f32], dot: &[f32], d: &Dims,
+    ic: usize, dx: &mut [f32], dval: &mut [f32]
+));
+
+fn dims(geom: &Conv2dGeometry, b: usize, h: usize, w: usize) -> Dims {
+    let (oh, ow) = geom
+        .output_size(h, w)
+        .expect("sparse conv2d: kernel larger than the padded input (checked by the caller)");
+    Dims {
+        b,
+        h,
+        w,
+        oh,
+        ow,
+        k: geom.kernel,
+        s: geom.stride,
+        pad: geom.padding,
+    }
+}
+
+fn check(pattern: &SparsePattern, values: &[f32], geom: &Conv2dGeometry) {
+    assert_eq!(
+        pattern.rows(),
+        geom.out_channels,
+        "sparse conv2d: pattern rows ≠ OC"
+    );
+    assert_eq!(
+        pattern.cols(),
+        geom.weight_cols(),
+        "sparse conv2d: pattern cols ≠ IC·K·K"
+    );
+    assert_eq!(
+        values.len(),
+        pattern.nnz(),
+        "sparse conv2d: values/pattern mismatch"
+    );
+}
+
+/// Channel-major forward: `xt: [IC, H, W, B]` → `[OC, OH, OW, B]`.
+pub fn forward_channel_major(
+    pattern: &SparsePattern,
+    values: &[f32],
+    geom: &Conv2dGeometry,
+    xt: &[f32],
+    (b, h, w): (usize, usize, usize),
+    isa: Isa,
+) -> Vec<f32> {
+    check(pattern, values, geom);
+    assert_eq!(
+        xt.len(),
+        geom.in_channels * h * w * b,
+        "sparse conv2d: input shape mismatch"
+    );
+    let d = dims(geom, b, h, w);
+    let plane = d.oh * d.ow * b;
+    let mut out = vec![0.0f32; geom.out_channels * plane];
+    if plane == 0 {
+        return out;
+    }
+    out.par_chunks_mut(plane).enumerate().for_each(|(oc, o)| {
+        forward_channel_mv(
+            isa,
+            pattern.row_ptr(),
+            pattern.col_idx(),
+            values,
+            xt,
+            &d,
+            oc,
+            o,
+        );
+    });
+    out
+}
+
+/// Channel-major backward in one pass: from `xt: [IC, H, W, B]` and `dot: [OC, OH, OW, B]`
+/// returns `(dxt: [IC, H, W, B], dvalues)` with `dvalues` in value order.
+pub fn backward_channel_major(
+    pattern: &SparsePattern,
+    values: &[f32],
+    geom: &Conv2dGeometry,
+    xt: &[f32],
+    dot: &[f32],
+    (b, h, w): (usize, usize, usize),
+    isa: Isa,
+) -> (Vec<f32>, Vec<f32>) {
+    check(pattern, values, geom);
+    let d = dims(geom, b, h, w);
+    assert_eq!(
+        xt.len(),
+        geom.in_channels * h * w * b,
+        "sparse conv2d: input shape mismatch"
+    );
+    assert_eq!(
+        dot.len(),
+        geom.out_channels * d.oh * d.ow * b,
+        "sparse conv2d: gradient shape mismatch"
+    );
+    let nnz = pattern.nnz();
+    let plane = h * w * b;
+    let mut dxt = vec![0.0f32; geom.in_channels * plane];
+    let mut dval_csc = vec![0.0f32; nnz];
+    if plane == 0 || d.oh * d.ow * b == 0 {
+        return (dxt, vec![0.0; nnz]);
+    }
+    let val_csc = pattern.values_in_csc_order(values);
+    let col_ptr = pattern.col_ptr();
+    let kk = geom.kernel * geom.kernel;
+    let mut tasks = Vec::with_capacity(geom.in_channels);
+    let mut rest_v: &mut [f32] = &mut dval_csc;
+    for (ic, dx) in dxt.chunks_mut(plane).enumerate() {
+        let n = (col_ptr[(ic + 1) * kk] - col_ptr[ic * kk]) as usize;
+        let (hv, tv) = rest_v.split_at_mut(n);
+        tasks.push((ic, dx, hv));
+        rest_v = tv;
+    }
+    tasks.into_par_iter().for_each(|(ic, dx, dv)| {
+        backward_channel_mv(
+            isa,
+            col_ptr,
+            pattern.csc_row(),
+            &val_csc,
+            xt,
+            dot,
+            &d,
+            ic,
+            dx,
+            dv,
+        );
+    });
+    let mut dval = vec![0.0f32; nnz];
+    for (e, &k) in pattern.csc_pos().iter().enumerate() {
+        dval[k as usize] = dval_csc[e];
+    }
+    (dxt, dval)
+}
+
+/// NCHW forward: `x: [B, IC, H, W]` → `[B, OC, OH, OW]`.
+pub fn forward(
+    pattern: &SparsePattern,
+    values: &[f32],
+    geom: &Conv2dGeometry,
+    x: &[f32],
+    (b, h, w): (usize, usize, usize),
+    isa: Isa,
+) -> Vec<f32> {
+    let xt = transpose(x, b, geom.in_channels * h * w);
+    let ot = forward_channel_major(pattern, values, geom, &xt, (b, h, w), isa);
+    let n = ot.len() / b.max(1);
+    transpose(&ot, n, b)
+}
+
+/// NCHW backward: from `x: [B, IC, H, W]` and `dy: [B, OC, OH, OW]` returns
+/// `(dx: [B, IC, H, W], dvalues)` with `dvalues` in value order.
+pub fn backward(
+    pattern: &SparsePattern,
+    values: &[f32],
+    geom: &Conv2dGeometry,
+    x: &[f32],
+    dy: &[f32],
+    (b, h, w): (usize, usize, usize),
+    isa: Isa,
+) -> (Vec<f32>, Vec<f32>) {
+    let n_out = dy.len() / b.max(1);
+    let (xt, dyt) = rayon::join(
+        || transpose(x, b, geom.in_channels * h * w),
+        || transpose(dy, b, n_out),
+    );
+    let (dxt, dval) = backward_channel_major(pattern, values, geom, &xt, &dyt, (b, h, w), isa);
+    (transpose(&dxt, geom.in_channels * h * w, b), dval)
+}

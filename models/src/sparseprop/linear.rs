@@ -1,0 +1,371 @@
+//! Sparse linear kernels on raw f32 buffers: `Y = X·Wᵀ`, `dX = dY·W`, `dW` at the non-zeros.
+//!
+//! Activations are processed feature-major (`Xᵀ ∈ R^{in×B}`, each feature's batch vector
+//! contiguous) so that every non-zero turns into a vector FMA over the batch.
+//! * Forward: parallel over output rows (CSR); each thread owns whole rows of `Yᵀ`; the
+//!   batch is walked in register blocks of 4 vectors, so each output block stays in
+//!   registers across the row's non-zeros.
+//! * Backward, one pass: parallel over input features `j` (CSC index); for each `j` the
+//!   thread keeps `dXᵀ[j, block]` and `Xᵀ[j, block]` in registers and, for every non-zero
+//!   `(i, j)`, loads `dYᵀ[i, block]` once to update both `dXᵀ[j]` and the value gradient
+//!   `⟨dYᵀ[i], Xᵀ[j]⟩`. Race-free (each `j` and each non-zero belongs to one thread), with no
+//!   barrier per row.
+
+use rayon::prelude::*;
+
+use super::layout::SparsePattern;
+use super::simd::{Isa, Simd};
+use crate::multiversion;
+
+/// Transposes a row-major `rows × cols` matrix into a row-major `cols × rows` one.
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(src.len(), rows * cols, "transpose: buffer/shape mismatch");
+    let mut dst = vec![0.0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return dst;
+    }
+    const BS: usize = 32;
+    // Parallel over blocks of destination rows (= source columns).
+    let chunk = BS * rows;
+    dst.par_chunks_mut(chunk).enumerate().for_each(|(cb, out)| {
+        let c0 = cb * BS;
+        let c1 = (c0 + BS).min(cols);
+        for r0 in (0..rows).step_by(BS) {
+            let r1 = (r0 + BS).min(rows);
+            for r in r0..r1 {
+                let srow = &src[r * cols..(r + 1) * cols];
+                for c in c0..c1 {
+                    out[(c - c0) * rows + r] = srow[c];
+                }
+            }
+        }
+    });
+    dst
+}
+
+/// Splits `0..n` into about `parts` consecutive ranges of roughly equal `weight(i)` totals,
+/// where `prefix` is the prefix sum of weights (`n + 1` entries), each range non-empty.
+fn balanced_ranges(prefix: &[u32], n: usize, parts: usize, per_item: usize) -> Vec<(usize, usize)> {
+    // Cost of item i: its nnz plus a fixed overhead so that empty rows still count.
+    let total = prefix[n] as usize + per_item * n;
+    let parts = parts.max(1).min(n.max(1));
+    let target = total.div_ceil(parts).max(1);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    let mut acc = 0usize;
+    for i in 0..n {
+        acc += (prefix[i + 1] - prefix[i]) as usize + per_item;
+        if acc >= target {
+            out.push((start, i + 1));
+            start = i + 1;
+            acc = 0;
+        }
+    }
+    if start < n {
+        out.push((start, n));
+    }
+    out
+}
+
+fn task_count() -> usize {
+    rayon::current_num_threads() * 8
+}
+
+/// Forward on one block of rows: `yt[(i - r0)·b ..] = Σ_k val[k] · xt[col[k]·b ..]`.
+#[inline(always)]
+unsafe fn forward_rows<S: Simd>(
+    row_ptr: &[u32],
+    col_idx: &[u32],
+    values: &[f32],
+    xt: &[f32],
+    b: usize,
+    r0: usize,
+    yt: &mut [f32],
+) {
+    let w = S::LANES;
+    let xp = xt.as_ptr();
+    let rows = yt.len() / b.max(1);
+    unsafe {
+        for li in 0..rows {
+            let i = r0 + li;
+            let (k0, k1) = (row_ptr[i] as usize, row_ptr[i + 1] as usize);
+            let out = yt.as_mut_ptr().add(li * b);
+            let mut c = 0;
+            while c + 4 * w <= b {
+                let (mut a0, mut a1, mut a2, mut a3) = (S::zero(), S::zero(), S::zero(), S::zero());
+                for k in k0..k1 {
+                    let v = S::splat(*values.get_unchecked(k));
+                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
+                    a0 = S::fma(v, S::load(x), a0);
+                    a1 = S::fma(v, S::load(x.add(w)), a1);
+                    a2 = S::fma(v, S::load(x.add(2 * w)), a2);
+                    a3 = S::fma(v, S::load(x.add(3 * w)), a3);
+                }
+                S::store(out.add(c), a0);
+                S::store(out.add(c + w), a1);
+                S::store(out.add(c + 2 * w), a2);
+                S::store(out.add(c + 3 * w), a3);
+                c += 4 * w;
+            }
+            while c + w <= b {
+                let mut a0 = S::zero();
+                for k in k0..k1 {
+                    let v = S::splat(*values.get_unchecked(k));
+                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
+                    a0 = S::fma(v, S::load(x), a0);
+                }
+                S::store(out.add(c), a0);
+                c += w;
+            }
+            if c < b {
+                let tail = b - c;
+                let mut acc = [0.0f32; 64];
+                for k in k0..k1 {
+                    let v = *values.get_unchecked(k);
+                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
+                    for (t, a) in acc.iter_mut().enumerate().take(tail) {
+                        *a += v * *x.add(t);
+                    }
+                }
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(c), tail);
+            }
+        }
+    }
+}
+
+multiversion!(fn forward_rows_mv => forward_rows(
+    row_ptr: &[u32], col_idx: &[u32], values: &[f32], xt: &[f32], b: usize, r0: usize, yt: &mut [f32]
+));
+
+/// Backward on one block of columns `j0..j0 + dxt.len()/b`: writes `dxt` rows and the value
+/// gradients (in CSC order) of those columns into `dval` (which starts at `col_ptr[j0]`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_cols<S: Simd>(
+    col_ptr: &[u32],
+    csc_row: &[u32],
+    val_csc: &[f32],
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    j0: usize,
+    dxt: &mut [f32],
+    dval: &mut [f32],
+) {
+    let w = S::LANES;
+    let cols = dxt.len() / b.max(1);
+    let e_base = col_ptr[j0] as usize;
+    let gp = dyt.as_ptr();
+    unsafe {
+        for lj in 0..cols {
+            let j = j0 + lj;
+            let (e0, e1) = (col_ptr[j] as usize, col_ptr[j + 1] as usize);
+            let xj = xt.as_ptr().add(j * b);
+            let dx = dxt.as_mut_ptr().add(lj * b);
+            for e in e0..e1 {
+                *dval.get_unchecked_mut(e - e_base) = 0.0;
+            }
+            let mut c = 0;
+            while c + 4 * w <= b {
+                let (x0, x1, x2, x3) = (
+                    S::load(xj.add(c)),
+                    S::load(xj.add(c + w)),
+                    S::load(xj.add(c + 2 * w)),
+                    S::load(xj.add(c + 3 * w)),
+                );
+                let (mut d0, mut d1, mut d2, mut d3) = (S::zero(), S::zero(), S::zero(), S::zero());
+                for e in e0..e1 {
+                    let v = S::splat(*val_csc.get_unchecked(e));
+                    let g = gp.add(*csc_row.get_unchecked(e) as usize * b + c);
+                    let (g0, g1, g2, g3) = (
+                        S::load(g),
+                        S::load(g.add(w)),
+                        S::load(g.add(2 * w)),
+                        S::load(g.add(3 * w)),
+                    );
+                    d0 = S::fma(v, g0, d0);
+                    d1 = S::fma(v, g1, d1);
+                    d2 = S::fma(v, g2, d2);
+                    d3 = S::fma(v, g3, d3);
+                    let s01 = S::fma(g1, x1, S::fma(g0, x0, S::zero()));
+                    let s23 = S::fma(g3, x3, S::fma(g2, x2, S::zero()));
+                    *dval.get_unchecked_mut(e - e_base) += S::hsum(S::add(s01, s23));
+                }
+                S::store(dx.add(c), d0);
+                S::store(dx.add(c + w), d1);
+                S::store(dx.add(c + 2 * w), d2);
+                S::store(dx.add(c + 3 * w), d3);
+                c += 4 * w;
+            }
+            while c + w <= b {
+                let x0 = S::load(xj.add(c));
+                let mut d0 = S::zero();
+                for e in e0..e1 {
+                    let v = S::splat(*val_csc.get_unchecked(e));
+                    let g0 = S::load(gp.add(*csc_row.get_unchecked(e) as usize * b + c));
+                    d0 = S::fma(v, g0, d0);
+                    *dval.get_unchecked_mut(e - e_base) += S::hsum(S::fma(g0, x0, S::zero()));
+                }
+                S::store(dx.add(c), d0);
+                c += w;
+            }
+            if c < b {
+                let tail = b - c;
+                let mut acc = [0.0f32; 64];
+                for e in e0..e1 {
+                    let v = *val_csc.get_unchecked(e);
+                    let g = gp.add(*csc_row.get_unchecked(e) as usize * b + c);
+                    let mut s = 0.0f32;
+                    for (t, a) in acc.iter_mut().enumerate().take(tail) {
+                        let gt = *g.add(t);
+                        *a += v * gt;
+                        s += gt * *xj.add(c + t);
+                    }
+                    *dval.get_unchecked_mut(e - e_base) += s;
+                }
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), dx.add(c), tail);
+            }
+        }
+    }
+}
+
+multiversion!(fn backward_cols_mv => backward_cols(
+    col_ptr: &[u32], csc_row: &[u32], val_csc: &[f32], xt: &[f32], dyt: &[f32], b: usize,
+    j0: usize, dxt: &mut [f32], dval: &mut [f32]
+));
+
+/// Feature-major forward: `Yᵀ = W · Xᵀ` with `xt: [cols, b]`, returns `yt: [rows, b]`.
+pub fn forward_feature_major(
+    pattern: &SparsePattern,
+    values: &[f32],
+    xt: &[f32],
+    b: usize,
+    isa: Isa,
+) -> Vec<f32> {
+    assert_eq!(
+        values.len(),
+        pattern.nnz(),
+        "sparse linear: values/pattern mismatch"
+    );
+    assert_eq!(
+        xt.len(),
+        pattern.cols() * b,
+        "sparse linear: input shape mismatch"
+    );
+    let rows = pattern.rows();
+    let mut yt = vec![0.0f32; rows * b];
+    if b == 0 || rows == 0 {
+        return yt;
+    }
+    let ranges = balanced_ranges(pattern.row_ptr(), rows, task_count(), 4);
+    let mut slices = Vec::with_capacity(ranges.len());
+    let mut rest: &mut [f32] = &mut yt;
+    for &(r0, r1) in &ranges {
+        let (head, tail) = rest.split_at_mut((r1 - r0) * b);
+        slices.push((r0, head));
+        rest = tail;
+    }
+    slices.into_par_iter().for_each(|(r0, out)| {
+        forward_rows_mv(
+            isa,
+            pattern.row_ptr(),
+            pattern.col_idx(),
+            values,
+            xt,
+            b,
+            r0,
+            out,
+        );
+    });
+    yt
+}
+
+/// Feature-major backward in one pass: from `xt: [cols, b]` and `dyt: [rows, b]`, returns
+/// `(dxt: [cols, b], dvalues)` with `dvalues` in value (CSR) order.
+pub fn backward_feature_major(
+    pattern: &SparsePattern,
+    values: &[f32],
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    isa: Isa,
+) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(
+        values.len(),
+        pattern.nnz(),
+        "sparse linear: values/pattern mismatch"
+    );
+    assert_eq!(
+        xt.len(),
+        pattern.cols() * b,
+        "sparse linear: input shape mismatch"
+    );
+    assert_eq!(
+        dyt.len(),
+        pattern.rows() * b,
+        "sparse linear: gradient shape mismatch"
+    );
+    let cols = pattern.cols();
+    let nnz = pattern.nnz();
+    let mut dxt = vec![0.0f32; cols * b];
+    let mut dval_csc = vec![0.0f32; nnz];
+    if b == 0 || cols == 0 {
+        return (dxt, vec![0.0; nnz]);
+    }
+    let val_csc = pattern.values_in_csc_order(values);
+    let col_ptr = pattern.col_ptr();
+    let ranges = balanced_ranges(col_ptr, cols, task_count(), 4);
+    let mut tasks = Vec::with_capacity(ranges.len());
+    let (mut rest_x, mut rest_v): (&mut [f32], &mut [f32]) = (&mut dxt, &mut dval_csc);
+    for &(j0, j1) in &ranges {
+        let (hx, tx) = rest_x.split_at_mut((j1 - j0) * b);
+        let (hv, tv) = rest_v.split_at_mut((col_ptr[j1] - col_ptr[j0]) as usize);
+        tasks.push((j0, hx, hv));
+        rest_x = tx;
+        rest_v = tv;
+    }
+    tasks.into_par_iter().for_each(|(j0, dx, dv)| {
+        backward_cols_mv(
+            isa,
+            col_ptr,
+            pattern.csc_row(),
+            &val_csc,
+            xt,
+            dyt,
+            b,
+            j0,
+            dx,
+            dv,
+        );
+    });
+    let mut dval = vec![0.0f32; nnz];
+    for (e, &k) in pattern.csc_pos().iter().enumerate() {
+        dval[k as usize] = dval_csc[e];
+    }
+    (dxt, dval)
+}
+
+/// Batch-major forward: `Y = X·Wᵀ` with `x: [b, cols]`, returns `y: [b, rows]`.
+pub fn forward(pattern: &SparsePattern, values: &[f32], x: &[f32], b: usize, isa: Isa) -> Vec<f32> {
+    let xt = transpose(x, b, pattern.cols());
+    let yt = forward_feature_major(pattern, values, &xt, b, isa);
+    transpose(&yt, pattern.rows(), b)
+}
+
+/// Batch-major backward: from `x: [b, cols]` and `dy: [b, rows]`, returns
+/// `(dx: [b, cols], dvalues)` with `dvalues` in value (CSR) order.
+pub fn backward(
+    pattern: &SparsePattern,
+    values: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    b: usize,
+    isa: Isa,
+) -> (Vec<f32>, Vec<f32>) {
+    let (xt, dyt) = rayon::join(
+        || transpose(x, b, pattern.cols()),
+        || transpose(dy, b, pattern.rows()),
+    );
+    let (dxt, dval) = backward_feature_major(pattern, values, &xt, &dyt, b, isa);
+    (transpose(&dxt, pattern.cols(), b), dval)
+}
