@@ -13,6 +13,8 @@ use burn::tensor::{Device, Tensor};
 use super::config::{BertConfig, HiddenAct};
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear::{PrunableLinear, PrunableLinearConfig};
+use crate::sparseprop::layout::LayoutError;
+use crate::sparseprop::select::Execution;
 
 /// A fresh BERT linear: normal(0, `initializer_range`) weight, zero bias.
 pub(crate) fn bert_linear(
@@ -172,7 +174,46 @@ pub struct BertEncoder {
     pub layer: Vec<BertLayer>,
 }
 
+impl BertLayer {
+    /// The six encoder linears of this layer in HF order: `attention.self.{query,key,value}`,
+    /// `attention.output.dense`, `intermediate.dense`, `output.dense`.
+    pub fn linears_mut(&mut self) -> [&mut PrunableLinear; 6] {
+        let attention = &mut self.attention;
+        let s = &mut attention.self_attention;
+        [
+            &mut s.query,
+            &mut s.key,
+            &mut s.value,
+            &mut attention.output.dense,
+            &mut self.intermediate.dense,
+            &mut self.output.dense,
+        ]
+    }
+}
+
 impl BertEncoder {
+    /// Switches every encoder linear to SparseProp execution on its weight's current
+    /// non-zeros (see [`PrunableLinear::set_sparse`]); returns each layer's sparsity, in
+    /// [`BertLayer::linears_mut`] order, layer by layer.
+    pub fn set_sparse(&mut self, execution: Execution) -> Result<Vec<f64>, LayoutError> {
+        let mut out = Vec::new();
+        for layer in &mut self.layer {
+            for linear in layer.linears_mut() {
+                out.push(linear.set_sparse(execution)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Back to dense execution for every encoder linear.
+    pub fn set_dense(&mut self) {
+        for layer in &mut self.layer {
+            for linear in layer.linears_mut() {
+                linear.set_dense();
+            }
+        }
+    }
+
     /// Creates `num_hidden_layers` fresh layers.
     pub fn new(config: &BertConfig, device: &Device) -> Self {
         Self {
