@@ -143,19 +143,24 @@ impl<'de> Deserialize<'de> for Params {
     }
 }
 
+/// `v` if it is a sparsity (a fraction in `[0, 1]`), else the error every sparsity field gives.
+fn sparsity<E: de::Error>(v: f64) -> Result<f64, E> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(E::custom(format!(
+            "{v} is out of range: a sparsity is a fraction in [0, 1]"
+        )))
+    }
+}
+
 /// A fraction of weights in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fraction(pub f64);
 
 impl<'de> Deserialize<'de> for Fraction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..=1.0).contains(&v) {
-            return Err(de::Error::custom(format!(
-                "{v} is out of range: a sparsity is a fraction in [0, 1]"
-            )));
-        }
-        Ok(Fraction(v))
+        sparsity(f64::deserialize(d)?).map(Fraction)
     }
 }
 
@@ -177,13 +182,7 @@ impl<'de> Deserialize<'de> for InitSparsity {
                 f.write_str("a sparsity in [0, 1] or `__FROM_PARAM__`")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<InitSparsity, E> {
-                if (0.0..=1.0).contains(&v) {
-                    Ok(InitSparsity::Value(v))
-                } else {
-                    Err(E::custom(format!(
-                        "{v} is out of range: a sparsity is a fraction in [0, 1]"
-                    )))
-                }
+                sparsity(v).map(InitSparsity::Value)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<InitSparsity, E> {
                 self.visit_f64(v as f64)
@@ -233,13 +232,7 @@ impl<'de> Deserialize<'de> for FinalSparsity {
                 f.write_str("a sparsity in [0, 1] or a mapping {sparsity: [parameter names]}")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<FinalSparsity, E> {
-                if (0.0..=1.0).contains(&v) {
-                    Ok(FinalSparsity::Value(v))
-                } else {
-                    Err(E::custom(format!(
-                        "{v} is out of range: a sparsity is a fraction in [0, 1]"
-                    )))
-                }
+                sparsity(v).map(FinalSparsity::Value)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<FinalSparsity, E> {
                 self.visit_f64(v as f64)
@@ -255,11 +248,7 @@ impl<'de> Deserialize<'de> for FinalSparsity {
                             "`{key}` is not a sparsity: keys of `final_sparsity` are fractions"
                         ))
                     })?;
-                    if !(0.0..=1.0).contains(&s) {
-                        return Err(de::Error::custom(format!(
-                            "{s} is out of range: a sparsity is a fraction in [0, 1]"
-                        )));
-                    }
+                    let s = sparsity::<A::Error>(s)?;
                     let names: Vec<String> = map.next_value()?;
                     groups.push((s, names));
                 }
