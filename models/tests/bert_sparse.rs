@@ -35,7 +35,11 @@ impl ModuleMapper for Prune {
                     *state = state
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
-                    if (*state >> 33) % 10 == 0 { 1.0 } else { 0.0 }
+                    if (*state >> 33).is_multiple_of(10) {
+                        1.0
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             let inner = t.inner();
