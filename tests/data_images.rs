@@ -364,3 +364,34 @@ fn a_missing_assets_folder_says_how_to_fetch_it() {
     let e = fashion_mnist("/nonexistent-assets", IdxSplit::Train).unwrap_err();
     assert!(e.to_string().contains("run scripts/fetch-assets.sh"), "{e}");
 }
+
+#[test]
+fn real_mnist_has_the_official_counts_and_first_labels() {
+    use shears::data::idx::mnist;
+    let train = mnist(assets(), IdxSplit::Train).unwrap();
+    let test = mnist(assets(), IdxSplit::Test).unwrap();
+    // The official MNIST label statistics (LeCun et al.; e.g. torchvision's MNIST targets).
+    let count = |set: &shears::data::images::ImageSet| {
+        let mut c = [0usize; 10];
+        for e in &set.examples {
+            c[e.label] += 1;
+        }
+        c
+    };
+    assert_eq!(
+        count(&train),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
+    assert_eq!(
+        count(&test),
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
+    let first = |set: &shears::data::images::ImageSet| {
+        set.examples[..10]
+            .iter()
+            .map(|e| e.label)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(first(&train), [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
+    assert_eq!(first(&test), [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
+}
