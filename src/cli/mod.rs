@@ -47,9 +47,44 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Prints `log` records (e.g. SparseProp's dense/sparse decisions) to stderr at the level
+/// named by `SHEARS_LOG` (`error`, `warn`, `info`, `debug`, `trace`; default `warn`).
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_logging() -> anyhow::Result<()> {
+    let level = match std::env::var("SHEARS_LOG") {
+        Ok(v) => v.parse::<log::LevelFilter>().map_err(|_| {
+            anyhow::anyhow!("SHEARS_LOG={v}: expected off, error, warn, info, debug or trace")
+        })?,
+        Err(_) => log::LevelFilter::Warn,
+    };
+    static LOGGER: StderrLogger = StderrLogger;
+    log::set_logger(&LOGGER).map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    log::set_max_level(level);
+    Ok(())
+}
+
 /// Parses the command line, runs the subcommand and maps errors to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = init_logging() {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run::execute(args),
         Command::Recipe(cmd) => recipe::execute(cmd),
