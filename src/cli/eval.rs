@@ -2,12 +2,21 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
+use shears::device::DeviceKind;
+use shears::recipe::{Override, Recipe};
+use shears::train::engine::evaluate_model;
 
 /// Evaluate an exported model on the dev split of a recipe's task.
 ///
+/// The recipe supplies the task, the data files, the dev split and `max_seq_length`; the
+/// model directory (config.json, model.safetensors, tokenizer) supplies the weights.
+/// Prints the metrics as JSON.
+///
 /// Example: `shears eval --model runs/quickstart/model --recipe recipes/quickstart.yaml`
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct EvalArgs {
     /// Exported model directory.
     #[arg(long)]
@@ -15,9 +24,26 @@ pub struct EvalArgs {
     /// Recipe whose task and data are used.
     #[arg(long)]
     pub recipe: PathBuf,
+    /// Override a variable or a section key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<Override>,
+    /// Where to compute (overrides the recipe's `device`).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
 }
 
 /// Runs `shears eval`.
-pub fn execute(_args: EvalArgs) -> anyhow::Result<()> {
-    Err(super::not_implemented("eval", "training engine"))
+pub fn execute(args: EvalArgs) -> anyhow::Result<()> {
+    let recipe = Recipe::load(&args.recipe, &args.overrides)?;
+    let device = args.device.or(recipe.device).unwrap_or_default();
+    let (metrics, n) = evaluate_model(&recipe, &args.model, device, std::path::Path::new("."))
+        .with_context(|| format!("cannot evaluate {}", args.model.display()))?;
+    let out = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "task": recipe.data.as_ref().map(|d| d.task.clone()),
+        "examples": n,
+        "metrics": metrics,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

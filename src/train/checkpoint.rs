@@ -29,6 +29,9 @@ pub struct TrainState {
     pub sparsity_targets: Vec<(String, f64)>,
     /// sha256 of the resolved recipe, so a resume with another recipe is refused.
     pub recipe_sha256: String,
+    /// Wall-clock seconds spent by the run up to this checkpoint (all sessions).
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 impl TrainState {
@@ -198,6 +201,7 @@ mod tests {
             lr: 1e-4,
             sparsity_targets: vec![("p[0]".into(), 0.5)],
             recipe_sha256: "abc".into(),
+            wall_seconds: 1.5,
         }
     }
 

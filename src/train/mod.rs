@@ -1,13 +1,13 @@
-//! The training engine's building blocks: deterministic data order, checkpoints that a
-//! failure cannot corrupt, progress lines and bars, and the run report.
-//!
-//! The loop that drives a model with these (recipe modifiers, masks, distillation)
-//! builds on this module.
+//! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
+//! ([`task`]), deterministic data order, checkpoints that a failure cannot corrupt,
+//! progress lines and bars, and the run report.
 
 pub mod checkpoint;
+pub mod engine;
 pub mod order;
 pub mod progress;
 pub mod report;
+pub mod task;
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]

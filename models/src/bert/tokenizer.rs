@@ -157,6 +157,11 @@ impl BertTokenizer {
         Ok(self)
     }
 
+    /// The underlying `tokenizers` tokenizer (special tokens on, padding off).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
     /// The id used to pad batches (`[PAD]`, else 0).
     pub fn pad_id(&self) -> u32 {
         self.pad_id

@@ -1,0 +1,294 @@
+//! The training engine on a small BERT (2 layers, hidden 32, MiniLM's real tokenizer) and a
+//! small sentence task: exact resume, exact final sparsity, report = exported file.
+//!
+//! One test function on purpose: burn seeds the CPU RNG (dropout) globally, so two runs in
+//! parallel threads of one process would draw from each other's streams.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use shears::device::DeviceKind;
+use shears::recipe::Recipe;
+use shears::run_dir::RunDir;
+use shears::sparsity::mask::pruned_count;
+use shears::sparsity::report::SparsityReport;
+use shears::train::engine::{EngineOptions, RunEnd, RunOutcome, run};
+use shears_models::bert::{BertConfig, BertForSequenceClassification, save_pretrained};
+
+fn minilm_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/all-MiniLM-L6-v2")
+}
+
+/// A random 2-layer BERT classifier with MiniLM's tokenizer files.
+fn tiny_model(dir: &Path) {
+    let config = BertConfig::new(30522, 32, 2, 2, 64).with_num_labels(2);
+    let device = Device::flex();
+    device.seed(7);
+    let model = BertForSequenceClassification::new(&config, &device);
+    save_pretrained(&model, &config, dir).unwrap();
+    for f in ["tokenizer.json", "vocab.txt"] {
+        std::fs::copy(minilm_dir().join(f), dir.join(f)).unwrap();
+    }
+}
+
+/// 120 short sentences whose label is whether a positive word occurs.
+fn data_file(path: &Path) {
+    let pos = ["good", "great", "fine", "lovely", "superb"];
+    let neg = ["bad", "awful", "dull", "poor", "boring"];
+    let nouns = ["movie", "film", "story", "cast", "plot", "script"];
+    let mut out = String::from("id\ttext\tlabel\n");
+    for i in 0..120 {
+        let (words, label) = if i % 2 == 0 { (&pos, 1) } else { (&neg, 0) };
+        let w = words[i / 2 % 5];
+        let n = nouns[i / 3 % 6];
+        let text = match i % 3 {
+            0 => format!("a {w} {n}"),
+            1 => format!("the {n} was {w} , really {w}"),
+            _ => format!("what a {w} {n} it turned out to be"),
+        };
+        out.push_str(&format!("s{i}\t{text}\t{label}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn recipe_text(model: &Path, data: &Path) -> String {
+    format!(
+        r#"
+model:
+  source: {model}
+  head: classification
+  num_labels: 2
+  teacher: self
+data:
+  task: text-classification
+  train: {data}
+  id_column: id
+  text_column: text
+  label_column: label
+  dev_fraction: 0.2
+  max_seq_length: 32
+training:
+  seed: 3
+  batch_size: 8
+  gradient_accumulation_steps: 2
+  max_grad_norm: 1.0
+  checkpoint_every_steps: 4
+  log_every_steps: 1000
+optimizer:
+  name: adamw
+  lr: 1.0e-3
+  weight_decay: 0.01
+training_modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 4
+  - !LearningRateFunctionModifier
+    lr_func: cyclic_linear
+    init_lr: 1.0e-3
+    final_lr: 1.0e-4
+    cycle_epochs: 0.5
+    start_epoch: 1
+    end_epoch: 4
+pruning_modifiers:
+  - !GlobalMagnitudePruningModifier
+    params: ['re:bert\.encoder\.layer\.\d+\..*dense\.weight', 're:bert\.encoder\.layer\.\d+\.attention\.self\.(query|key|value)\.weight']
+    init_sparsity: 0.3
+    final_sparsity: 0.65
+    start_epoch: 1
+    end_epoch: 3
+    update_frequency: 0.5
+distillation_modifiers:
+  - !DistillationModifier
+    hardness: 0.5
+    temperature: 2.0
+    start_epoch: 1
+"#,
+        model = model.display(),
+        data = data.display()
+    )
+}
+
+fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Option<u64>) -> RunEnd {
+    let dir = RunDir::prepare(dir.to_path_buf(), recipe, resume).unwrap();
+    run(
+        recipe,
+        &EngineOptions {
+            run_dir: dir.path,
+            device: DeviceKind::Flex,
+            resume,
+            base_dir: PathBuf::from("."),
+            stop_after,
+        },
+    )
+    .unwrap()
+}
+
+fn finished(end: RunEnd) -> RunOutcome {
+    match end {
+        RunEnd::Finished(o) => *o,
+        RunEnd::Stopped { step, .. } => panic!("stopped at {step}"),
+    }
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Whether two safetensors files hold the same tensors (names, dtypes, shapes, bytes) and
+/// the same header metadata; the header's key order is not significant (it comes from a
+/// hash map).
+fn same_safetensors(a: &Path, b: &Path) -> bool {
+    let (ba, bb) = (bytes(a), bytes(b));
+    let (ta, tb) = (
+        safetensors::SafeTensors::deserialize(&ba).unwrap(),
+        safetensors::SafeTensors::deserialize(&bb).unwrap(),
+    );
+    let meta = |x: &[u8]| {
+        safetensors::SafeTensors::read_metadata(x)
+            .unwrap()
+            .1
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+    };
+    let mut na = ta.names();
+    let mut nb = tb.names();
+    na.sort();
+    nb.sort();
+    na == nb
+        && meta(&ba) == meta(&bb)
+        && na.iter().all(|n| {
+            let (x, y) = (ta.tensor(n).unwrap(), tb.tensor(n).unwrap());
+            x.dtype() == y.dtype() && x.shape() == y.shape() && x.data() == y.data()
+        })
+}
+
+#[test]
+fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let data = tmp.path().join("sentences.tsv");
+    data_file(&data);
+    let path = tmp.path().join("recipe.yaml");
+    std::fs::write(&path, recipe_text(&model, &data)).unwrap();
+    let recipe = Recipe::load(&path, &[]).unwrap();
+
+    // A: uninterrupted.
+    let a_dir = tmp.path().join("a");
+    let a = finished(start(&recipe, &a_dir, false, None));
+    // About 96 training sentences (20 % dev by id hash), batches of 8, 2 per step.
+    let spe = (a.history[0].step as f64 / a.history[0].epoch).round() as u64;
+    assert!((5..=8).contains(&spe), "{spe} steps per epoch");
+    assert_eq!(a.report.steps, 4 * spe, "4 epochs");
+
+    // B: stopped one step before the first pruning step and the teacher snapshot (mid-epoch,
+    // between checkpoints), resumed in two more sessions; the second crosses both.
+    let b_dir = tmp.path().join("b");
+    match start(&recipe, &b_dir, false, Some(spe - 1)) {
+        RunEnd::Stopped { step, .. } => assert_eq!(step, spe - 1),
+        RunEnd::Finished(_) => panic!("should stop"),
+    }
+    match start(&recipe, &b_dir, true, Some(6)) {
+        RunEnd::Stopped { step, .. } => assert_eq!(step, spe + 5),
+        RunEnd::Finished(_) => panic!("should stop"),
+    }
+    let b = finished(start(&recipe, &b_dir, true, None));
+
+    // C: killed after step 13 without a checkpoint there: the latest complete one (12)
+    // is used, the steps after it are redone.
+    let c_dir = tmp.path().join("c");
+    assert!(matches!(
+        start(&recipe, &c_dir, false, Some(13)),
+        RunEnd::Stopped { step: 13, .. }
+    ));
+    let ckpts = c_dir.join("checkpoints");
+    std::fs::remove_dir_all(ckpts.join("step-000000013")).unwrap();
+    std::fs::write(ckpts.join("latest"), "step-000000012").unwrap();
+    let c = finished(start(&recipe, &c_dir, true, None));
+
+    let final_ckpt = |d: &Path| d.join(format!("checkpoints/step-{:09}", a.report.steps));
+    for (name, other) in [("b", &b_dir), ("c", &c_dir)] {
+        for (file, what) in [
+            ("model.safetensors", "weights"),
+            ("masks-prune-0.safetensors", "masks"),
+            ("optimizer.safetensors", "optimizer state"),
+        ] {
+            assert!(
+                same_safetensors(
+                    &final_ckpt(&a_dir).join(file),
+                    &final_ckpt(other).join(file)
+                ),
+                "run {name}: final {what} differ from the uninterrupted run"
+            );
+        }
+        assert!(
+            same_safetensors(
+                &a_dir.join("model/model.safetensors"),
+                &other.join("model/model.safetensors")
+            ),
+            "run {name}: exported weights differ"
+        );
+    }
+    assert_eq!(a.last.metrics, b.last.metrics);
+    assert_eq!(a.last.metrics, c.last.metrics);
+    assert_eq!(a.history, b.history);
+
+    // Realised sparsity equals the target after rounding: 2 layers × (4·32² + 2·32·64).
+    let numel = 2 * (4 * 32 * 32 + 2 * 32 * 64);
+    let zeros_expected = pruned_count(0.65, numel);
+    let file = SparsityReport::from_safetensors(&a_dir.join("model/model.safetensors")).unwrap();
+    let pruned: Vec<_> = file
+        .params
+        .iter()
+        .filter(|p| a.report.sparsity.params.contains_key(&p.name))
+        .collect();
+    assert_eq!(pruned.len(), 12);
+    assert_eq!(pruned.iter().map(|p| p.numel).sum::<usize>(), numel);
+    assert_eq!(
+        pruned.iter().map(|p| p.zeros).sum::<usize>(),
+        zeros_expected
+    );
+    assert_eq!(
+        a.report.sparsity.global,
+        zeros_expected as f64 / numel as f64
+    );
+    for p in &pruned {
+        assert_eq!(a.report.sparsity.params[&p.name], p.sparsity, "{}", p.name);
+    }
+    // Nothing else was pruned: the embeddings have no zeros.
+    let emb = file
+        .params
+        .iter()
+        .find(|p| p.name.ends_with("word_embeddings.weight"))
+        .unwrap();
+    assert_eq!(emb.zeros, 0);
+
+    // The dense evaluation is the one at the first pruning step (epoch 1).
+    let dense = a.dense.as_ref().unwrap();
+    assert_eq!(dense.step, spe);
+    assert_eq!(dense.sparsity, 0.0);
+    assert!(a.report.metrics.contains_key("dev_dense"));
+    // The teacher snapshot was written once, at the distillation start.
+    assert!(a_dir.join("teacher-self/model.safetensors").is_file());
+
+    // A resume with another recipe is refused, naming the reason.
+    let other = Recipe::load(&path, &["training.seed=4".parse().unwrap()]).unwrap();
+    let dir = RunDir::prepare(b_dir.clone(), &other, true).unwrap();
+    let e = run(
+        &other,
+        &EngineOptions {
+            run_dir: dir.path,
+            device: DeviceKind::Flex,
+            resume: true,
+            base_dir: PathBuf::from("."),
+            stop_after: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("differs from the one the run started with"),
+        "{e}"
+    );
+}
