@@ -98,6 +98,11 @@ pub struct TrainingSection {
     pub max_steps: Option<u64>,
     /// Print a progress line every this many steps when not on a terminal (default 50).
     pub log_every_steps: Option<u64>,
+    /// Batch examples of similar length (HF's `group_by_length`): each epoch's shuffled
+    /// examples are cut into pools of 50 batches, each pool sorted by length and cut into
+    /// batches, and the batches shuffled. Less padding, same examples per epoch.
+    #[serde(default)]
+    pub group_by_length: bool,
 }
 
 /// `optimizer:` — which optimizer, with HF-style explicit defaults.

@@ -53,6 +53,7 @@ use super::task::{
 };
 use super::{TrainError, check_finite_loss};
 use crate::device::{DeviceKind, DeviceUnavailable};
+use crate::data::batch::length_bucketed_order;
 use crate::distill::{combine, kd_loss};
 use crate::recipe::Recipe;
 use crate::recipe::plan::{ConstantPlan, Plan, PlanError, PruningPlan, plan};
@@ -748,6 +749,8 @@ fn drive<T: Task, O: Optimizer>(
     };
 
     let session_start = step;
+    let lengths = task.train_lengths();
+    let mut order: Option<(u64, Vec<usize>)> = None;
     while step < end {
         let t = step;
         // 1. Masks.
@@ -824,17 +827,25 @@ fn drive<T: Task, O: Optimizer>(
         }
         ctx.ad.seed(mix(seed, t));
         let epoch = t / spe;
-        let order = epoch_order(n, seed, epoch, true);
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let o = if training.group_by_length {
+                length_bucketed_order(&lengths, batch_size, 50, mix(seed, epoch))
+            } else {
+                epoch_order(n, seed, epoch, true)
+            };
+            order = Some((epoch, o));
+        }
+        let order = &order.as_ref().expect("set above").1;
         let first_micro = (t % spe) as usize * accum;
         let micros: Vec<usize> = (first_micro..(first_micro + accum).min(micro_batches)).collect();
         let total_examples: usize = micros
             .iter()
-            .map(|&b| batch(&order, batch_size, b).len())
+            .map(|&b| batch(order, batch_size, b).len())
             .sum();
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut loss_sum = 0.0f64;
         for &b in &micros {
-            let idx = batch(&order, batch_size, b);
+            let idx = batch(order, batch_size, b);
             let xb = task.batch(idx, &ctx.ad);
             let outputs = task.outputs(&model, &xb);
             let task_loss = task.loss(&model, &outputs, &xb);

@@ -316,6 +316,8 @@ pub trait Task {
 
     /// Number of training examples.
     fn train_len(&self) -> usize;
+    /// The length (tokens) of every training example, for length grouping.
+    fn train_lengths(&self) -> Vec<usize>;
     /// The batch of the training examples at `indices`, with tensors on `device`.
     fn batch(&self, indices: &[usize], device: &Device) -> Self::Batch;
     /// Number of examples in `batch`.
@@ -407,6 +409,10 @@ impl Task for SequenceClassificationTask {
 
     fn train_len(&self) -> usize {
         self.train.len()
+    }
+
+    fn train_lengths(&self) -> Vec<usize> {
+        self.train.iter().map(|e| e.input_ids.len()).collect()
     }
 
     fn batch(&self, indices: &[usize], device: &Device) -> TextBatch {
