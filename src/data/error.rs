@@ -15,6 +15,10 @@ pub enum Location {
     Record(u64),
     /// A byte offset (in the decompressed stream for compressed files).
     Offset(u64),
+    /// A 1-based row of a columnar (parquet) file, counted over all its row groups.
+    Row(u64),
+    /// The schema (column names and types) of a columnar (parquet) file.
+    Schema,
 }
 
 impl fmt::Display for Location {
@@ -23,6 +27,8 @@ impl fmt::Display for Location {
             Location::Line(n) => write!(f, "line {n}"),
             Location::Record(n) => write!(f, "record {n}"),
             Location::Offset(n) => write!(f, "offset {n}"),
+            Location::Row(n) => write!(f, "row {n}"),
+            Location::Schema => write!(f, "schema"),
         }
     }
 }
@@ -56,6 +62,27 @@ pub enum DataError {
         column: String,
         /// The columns that exist, comma separated.
         available: String,
+    },
+    /// A column of a typed (parquet) file has the wrong type.
+    #[error("{path}: schema: column `{column}` has type {found}, expected {expected}")]
+    ColumnType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Its type in the file.
+        found: String,
+        /// The type the loader needs.
+        expected: String,
+    },
+    /// A parquet file cannot be read: not a parquet file, truncated, corrupt, or compressed
+    /// with a codec this build does not include.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong (the parquet reader's message).
+        message: String,
     },
     /// A row has a different number of fields from the header.
     #[error("{path}: {at}: ragged row with {found} fields, expected {expected}")]
@@ -181,4 +208,11 @@ pub(crate) fn read_text_file(path: &std::path::Path) -> Result<String, DataError
         text.drain(..'\u{feff}'.len_utf8());
     }
     Ok(text)
+}
+
+/// The lower-cased extension of `path` (`None` when it has none).
+pub(crate) fn file_extension(path: &std::path::Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
 }

@@ -1,17 +1,20 @@
-//! The nine GLUE tasks: their original TSV files (as distributed by the GLUE benchmark) and
-//! the rows of the Hugging Face Hub's `nyu-mll/glue` data set exported as JSON lines.
+//! The nine GLUE tasks: their original TSV files (as distributed by the GLUE benchmark), the
+//! Hugging Face Hub's `nyu-mll/glue` parquet files, and the same rows exported as JSON lines.
+//! [`load_glue_file`] picks the reader by file extension.
 //!
 //! The original TSV files are read the way the reference loaders do (Python's
 //! `csv.QUOTE_NONE`): one line per row, `"` is an ordinary character, a byte-order mark before
 //! the first column name (MRPC's `Quality`) is ignored. CoLA's train/dev files have no header.
 //! Test files have no labels: their examples get [`Label::Missing`](super::text::Label).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::error::DataError;
+use super::error::{DataError, file_extension};
+use super::parquet_rows::{Column, ColumnKind, read_rows, scalar_text};
 use super::text::{
-    Header, Label, LabelSpec, LoadedText, ParsedLabel, TextColumns, TextExample, TextFileConfig,
-    TextFormat, load_text, parse_label, read_records,
+    Header, Label, LabelSpec, LoadedText, ParsedLabel, RawRecord, TextColumns, TextExample,
+    TextFileConfig, TextFormat, load_text, parse_label, read_records,
 };
 
 /// A GLUE task. MNLI's matched and mismatched evaluation sets are splits of [`GlueTask::Mnli`].
@@ -299,6 +302,16 @@ pub fn load_glue_tsv(
     load_text(path, &task.tsv_config(labelled))
 }
 
+/// The columns of a Hub row of `task`, in the order [`glue_hub_examples`] expects: text,
+/// pair (for pair tasks), `label`, `idx`.
+fn hub_wanted(task: GlueTask) -> Vec<&'static str> {
+    let (text, pair) = task.hub_columns();
+    [Some(text), pair, Some("label"), Some("idx")]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Loads rows of the Hub's `nyu-mll/glue` subset for `task` exported as JSON lines (as written
 /// by `datasets`' `Dataset.to_json`): columns as in [`GlueTask::hub_columns`], `label` (class
 /// index, a float for STS-B, `-1` for unlabelled test rows) and `idx` (used as the id).
@@ -307,12 +320,68 @@ pub fn load_glue_hub_jsonl(
     task: GlueTask,
 ) -> Result<LoadedText, DataError> {
     let path = path.as_ref();
-    let (text, pair) = task.hub_columns();
-    let wanted: Vec<&str> = [Some(text), pair, Some("label"), Some("idx")]
-        .into_iter()
-        .flatten()
-        .collect();
+    let wanted = hub_wanted(task);
     let records = read_records(path, &TextFormat::JsonLines, &Header::FirstRow, &wanted)?;
+    glue_hub_examples(path, task, &wanted, records)
+}
+
+/// Loads a parquet file of the Hub's `nyu-mll/glue` subset for `task` (such as
+/// `sst2/train-00000-of-00001.parquet`): string columns as in [`GlueTask::hub_columns`],
+/// `label` (an integer class index, `-1` for unlabelled test rows; a float for STS-B) and
+/// `idx` (an integer, used as the id). Other columns are ignored. The examples are exactly
+/// those [`load_glue_hub_jsonl`] returns for the same rows; errors name the file and the
+/// column (a missing one, with the columns present, or one of the wrong type) or the 1-based
+/// row (a null value).
+pub fn load_glue_hub_parquet(
+    path: impl AsRef<Path>,
+    task: GlueTask,
+) -> Result<LoadedText, DataError> {
+    let path = path.as_ref();
+    let wanted = hub_wanted(task);
+    let label_kind = if task.is_regression() {
+        ColumnKind::Number
+    } else {
+        ColumnKind::Integer
+    };
+    let columns: Vec<Column<'_>> = wanted
+        .iter()
+        .map(|&name| Column {
+            name,
+            kind: match name {
+                "label" => label_kind,
+                "idx" => ColumnKind::Integer,
+                _ => ColumnKind::Text,
+            },
+            required: true,
+        })
+        .collect();
+    let records = read_rows(path, &columns)?
+        .into_iter()
+        .map(|row| {
+            let at = row.at;
+            let values = row
+                .values
+                .into_iter()
+                .zip(&wanted)
+                .map(|(field, name)| match field {
+                    Some(field) => scalar_text(path, at, name, field),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RawRecord { at, values })
+        })
+        .collect::<Result<Vec<_>, DataError>>()?;
+    glue_hub_examples(path, task, &wanted, records)
+}
+
+/// Turns Hub rows (values of [`hub_wanted`]'s columns, as text) into examples.
+fn glue_hub_examples(
+    path: &Path,
+    task: GlueTask,
+    wanted: &[&str],
+    records: Vec<RawRecord>,
+) -> Result<LoadedText, DataError> {
+    let pair = task.hub_columns().1;
     let spec = if task.is_regression() {
         LabelSpec::Score
     } else {
@@ -363,5 +432,52 @@ pub fn load_glue_hub_jsonl(
     Ok(LoadedText {
         examples,
         dropped: 0,
+    })
+}
+
+/// Loads a GLUE file of `task`, choosing the reader by its extension (case-insensitive):
+///
+/// * `.parquet`: the Hub's parquet files, [`load_glue_hub_parquet`];
+/// * `.jsonl` or `.json`: Hub rows as JSON lines (`Dataset.to_json` writes JSON lines whatever
+///   the extension), [`load_glue_hub_jsonl`];
+/// * `.tsv`: an original GLUE file, [`load_glue_tsv`], labelled when its header names the
+///   task's label column (CoLA, whose labelled files have no header: unless its first line is
+///   the test header `index<TAB>sentence`).
+///
+/// Any other extension is [`DataError::Config`].
+pub fn load_glue_file(path: impl AsRef<Path>, task: GlueTask) -> Result<LoadedText, DataError> {
+    let path = path.as_ref();
+    match file_extension(path).as_deref() {
+        Some("parquet") => load_glue_hub_parquet(path, task),
+        Some("jsonl" | "json") => load_glue_hub_jsonl(path, task),
+        Some("tsv") => {
+            let labelled = tsv_is_labelled(path, task)?;
+            load_glue_tsv(path, task, labelled)
+        }
+        _ => Err(DataError::Config(format!(
+            "{}: unknown GLUE file type (expected .parquet, .jsonl, .json or .tsv)",
+            path.display()
+        ))),
+    }
+}
+
+/// Whether an original GLUE TSV file carries labels (see [`load_glue_file`]).
+fn tsv_is_labelled(path: &Path, task: GlueTask) -> Result<bool, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| DataError::io(path, e))?;
+    let first = String::from_utf8_lossy(&first);
+    let first = first
+        .trim_start_matches('\u{feff}')
+        .trim_end_matches(['\n', '\r']);
+    let names: Vec<&str> = first.split('\t').collect();
+    Ok(match task {
+        GlueTask::Cola => names != ["index", "sentence"],
+        _ => match task.tsv_config(true).columns.label {
+            Some(label) => names.contains(&label.as_str()),
+            None => false,
+        },
     })
 }

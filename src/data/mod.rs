@@ -1,4 +1,5 @@
-//! Data sets and tasks: GLUE, SQuAD, generic sentence(-pair) classification/regression files,
+//! Data sets and tasks: GLUE and SQuAD (original files, and the Hugging Face Hub's parquet files or
+//! JSON-lines exports), generic sentence(-pair) classification/regression files,
 //! MNIST-style idx files, CIFAR binaries and image folders, augmentation, and batching into
 //! burn tensors.
 //!
@@ -13,6 +14,7 @@ pub mod error;
 pub mod glue;
 pub mod idx;
 pub mod images;
+mod parquet_rows;
 pub mod squad;
 pub mod text;
 

@@ -1,5 +1,6 @@
-//! SQuAD v1.1 / v2.0: the official JSON files and the Hub's `rajpurkar/squad` / `squad_v2`
-//! rows (exported as JSON lines), Hugging Face-style preprocessing into overlapping windows
+//! SQuAD v1.1 / v2.0: the official JSON files, the Hub's `rajpurkar/squad` / `squad_v2`
+//! parquet files and the same rows exported as JSON lines ([`load_squad_file`] picks the
+//! reader by file extension), Hugging Face-style preprocessing into overlapping windows
 //! and postprocessing of start/end logits into answer texts.
 //!
 //! Preprocessing follows the `transformers` question-answering example (`run_qa.py`): the
@@ -20,10 +21,12 @@
 
 use std::path::Path;
 
+use parquet::record::{Field, Row};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::error::{DataError, Location, read_text_file};
+use super::error::{DataError, Location, file_extension, read_text_file};
+use super::parquet_rows::{Column, ColumnKind, integer_value, read_rows};
 
 /// One question over one context.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,38 +190,221 @@ pub fn load_squad_hub_jsonl(path: impl AsRef<Path>) -> Result<Vec<SquadExample>,
             at,
             message: format!("not a SQuAD row: {e}"),
         })?;
-        if row.answers.text.len() != row.answers.answer_start.len() {
-            return Err(DataError::Malformed {
-                path: path.to_path_buf(),
-                at,
-                message: format!(
-                    "answers.text has {} entries but answers.answer_start {}",
-                    row.answers.text.len(),
-                    row.answers.answer_start.len()
-                ),
-            });
-        }
-        let mut answers = Vec::new();
-        for (k, (t, s)) in row
-            .answers
-            .text
-            .into_iter()
-            .zip(row.answers.answer_start)
-            .enumerate()
-        {
-            check_answer(path, at, &format!("answers[{k}]"), &row.context, &t, s)?;
-            answers.push((t, s));
-        }
-        out.push(SquadExample {
-            id: row.id,
-            title: row.title,
-            question: row.question,
-            context: row.context,
-            is_impossible: answers.is_empty(),
-            answers,
-        });
+        out.push(hub_example(path, at, row)?);
     }
     Ok(out)
+}
+
+/// One Hub row as an example (shared by the JSON-lines and parquet readers).
+fn hub_example(path: &Path, at: Location, row: RawHubRow) -> Result<SquadExample, DataError> {
+    if row.answers.text.len() != row.answers.answer_start.len() {
+        return Err(DataError::Malformed {
+            path: path.to_path_buf(),
+            at,
+            message: format!(
+                "answers.text has {} entries but answers.answer_start {}",
+                row.answers.text.len(),
+                row.answers.answer_start.len()
+            ),
+        });
+    }
+    let mut answers = Vec::new();
+    for (k, (t, s)) in row
+        .answers
+        .text
+        .into_iter()
+        .zip(row.answers.answer_start)
+        .enumerate()
+    {
+        check_answer(path, at, &format!("answers[{k}]"), &row.context, &t, s)?;
+        answers.push((t, s));
+    }
+    Ok(SquadExample {
+        id: row.id,
+        title: row.title,
+        question: row.question,
+        context: row.context,
+        is_impossible: answers.is_empty(),
+        answers,
+    })
+}
+
+/// Loads a parquet file of the Hub's `rajpurkar/squad` / `rajpurkar/squad_v2` (such as
+/// `plain_text/validation-00000-of-00001.parquet`): string columns `id`, `title` (optional:
+/// empty when the file has none), `context`, `question` and `answers: struct<text:
+/// list<string>, answer_start: list<int32>>`; an empty answer list marks an unanswerable
+/// question. Other columns are ignored. The examples are exactly those
+/// [`load_squad_hub_jsonl`] returns for the same rows; errors name the file and the column (a
+/// missing one, with the columns present, or one of the wrong type) or the 1-based row (a
+/// null value, a negative `answer_start`, an answer outside its context).
+pub fn load_squad_hub_parquet(path: impl AsRef<Path>) -> Result<Vec<SquadExample>, DataError> {
+    let path = path.as_ref();
+    let text = |name| Column {
+        name,
+        kind: ColumnKind::Text,
+        required: name != "title",
+    };
+    let columns = [
+        text("id"),
+        text("title"),
+        text("context"),
+        text("question"),
+        Column {
+            name: "answers",
+            kind: ColumnKind::SquadAnswers,
+            required: true,
+        },
+    ];
+    let mut out = Vec::new();
+    for row in read_rows(path, &columns)? {
+        let at = row.at;
+        let null = |column: &str| DataError::BadValue {
+            path: path.to_path_buf(),
+            at,
+            column: column.to_owned(),
+            value: "null".into(),
+            reason: "expected a value".into(),
+        };
+        let mut values = row.values.into_iter();
+        let mut string = |name: &str| match values.next().flatten() {
+            None => Ok(None),
+            Some(Field::Str(s)) => Ok(Some(s)),
+            Some(Field::Null) => Err(null(name)),
+            Some(other) => Err(DataError::BadValue {
+                path: path.to_path_buf(),
+                at,
+                column: name.to_owned(),
+                value: other.to_string(),
+                reason: "expected a string".into(),
+            }),
+        };
+        let id = string("id")?.ok_or_else(|| null("id"))?;
+        let title = string("title")?.unwrap_or_default();
+        let context = string("context")?.ok_or_else(|| null("context"))?;
+        let question = string("question")?.ok_or_else(|| null("question"))?;
+        let answers = match values.next().flatten() {
+            Some(Field::Group(group)) => hub_answers(path, at, group)?,
+            _ => return Err(null("answers")),
+        };
+        out.push(hub_example(
+            path,
+            at,
+            RawHubRow {
+                id,
+                title,
+                context,
+                question,
+                answers,
+            },
+        )?);
+    }
+    Ok(out)
+}
+
+/// The `answers` struct of a parquet row.
+fn hub_answers(path: &Path, at: Location, group: Row) -> Result<RawHubAnswers, DataError> {
+    let bad = |column: &str, value: String, reason: &str| DataError::BadValue {
+        path: path.to_path_buf(),
+        at,
+        column: column.to_owned(),
+        value,
+        reason: reason.to_owned(),
+    };
+    let mut text = None;
+    let mut answer_start = None;
+    for (name, field) in group.into_columns() {
+        let column = format!("answers.{name}");
+        let elements = match field {
+            Field::ListInternal(list) => list.elements().to_vec(),
+            Field::Null if name == "text" || name == "answer_start" => {
+                return Err(bad(&column, "null".into(), "expected a list"));
+            }
+            _ => continue,
+        };
+        if name == "text" {
+            let strings = elements
+                .into_iter()
+                .map(|e| match e {
+                    Field::Str(s) => Ok(s),
+                    other => Err(bad(&column, other.to_string(), "expected a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            text = Some(strings);
+        } else if name == "answer_start" {
+            let starts = elements
+                .iter()
+                .map(|e| {
+                    integer_value(e)
+                        .and_then(|v| usize::try_from(v).ok())
+                        .ok_or_else(|| {
+                            bad(
+                                &column,
+                                e.to_string(),
+                                "expected a non-negative character index",
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            answer_start = Some(starts);
+        }
+    }
+    match (text, answer_start) {
+        (Some(text), Some(answer_start)) => Ok(RawHubAnswers { text, answer_start }),
+        (None, _) => Err(bad("answers.text", "null".into(), "expected a list")),
+        (_, None) => Err(bad(
+            "answers.answer_start",
+            "null".into(),
+            "expected a list",
+        )),
+    }
+}
+
+/// Loads a SQuAD file, choosing the reader by its extension (case-insensitive):
+///
+/// * `.parquet`: the Hub's parquet files, [`load_squad_hub_parquet`];
+/// * `.jsonl`: Hub rows as JSON lines, [`load_squad_hub_jsonl`];
+/// * `.json`: an official file ([`load_squad_json`]) when its first key is `data` or
+///   `version`, else Hub rows as JSON lines (what `Dataset.to_json` writes).
+///
+/// Any other extension is [`DataError::Config`].
+pub fn load_squad_file(path: impl AsRef<Path>) -> Result<Vec<SquadExample>, DataError> {
+    let path = path.as_ref();
+    match file_extension(path).as_deref() {
+        Some("parquet") => load_squad_hub_parquet(path),
+        Some("jsonl") => load_squad_hub_jsonl(path),
+        Some("json") => {
+            if is_official_squad_json(path)? {
+                load_squad_json(path)
+            } else {
+                load_squad_hub_jsonl(path)
+            }
+        }
+        _ => Err(DataError::Config(format!(
+            "{}: unknown SQuAD file type (expected .parquet, .jsonl or .json)",
+            path.display()
+        ))),
+    }
+}
+
+/// Whether a `.json` file starts like an official SQuAD file: `{` and a first key `data` or
+/// `version` (Hub rows start with `{"id"`).
+fn is_official_squad_json(path: &Path) -> Result<bool, DataError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut head = Vec::with_capacity(256);
+    file.take(256)
+        .read_to_end(&mut head)
+        .map_err(|e| DataError::io(path, e))?;
+    let head = String::from_utf8_lossy(&head);
+    let rest = head.trim_start_matches('\u{feff}').trim_start();
+    let Some(rest) = rest.strip_prefix('{') else {
+        // Not an object: let the official reader report what is wrong.
+        return Ok(true);
+    };
+    let rest = rest.trim_start();
+    Ok(!(rest.starts_with('"')
+        && !rest.starts_with("\"data\"")
+        && !rest.starts_with("\"version\"")))
 }
 
 /// Settings of [`preprocess_squad`].
