@@ -43,8 +43,12 @@ fn json(path: &Path) -> serde_json::Value {
 #[test]
 fn quickstart_runs_end_to_end_at_reduced_size() {
     assert!(
-        root().join("assets/models/all-MiniLM-L6-v2/model.safetensors").is_file()
-            && root().join("assets/data/movie-reviews/movie_sentences.tsv").is_file(),
+        root()
+            .join("assets/models/all-MiniLM-L6-v2/model.safetensors")
+            .is_file()
+            && root()
+                .join("assets/data/movie-reviews/movie_sentences.tsv")
+                .is_file(),
         "assets are missing: run scripts/fetch-assets.sh"
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -54,8 +58,14 @@ fn quickstart_runs_end_to_end_at_reduced_size() {
     args.extend(SMALL);
     let out = shears(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("dense  (step      6): accuracy"), "{stdout}");
-    assert!(stdout.contains("sparse (step     24): accuracy"), "{stdout}");
+    assert!(
+        stdout.contains("dense  (step      6): accuracy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sparse (step     24): accuracy"),
+        "{stdout}"
+    );
 
     let report = json(&run.join("report.json"));
     assert_eq!(report["steps"], 24);

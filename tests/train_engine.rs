@@ -12,7 +12,7 @@ use shears::recipe::Recipe;
 use shears::run_dir::RunDir;
 use shears::sparsity::mask::pruned_count;
 use shears::sparsity::report::SparsityReport;
-use shears::train::engine::{EngineOptions, RunEnd, RunOutcome, run};
+use shears::train::engine::{EngineOptions, RunEnd, RunOutcome, evaluate_model, run};
 use shears_models::bert::{BertConfig, BertForSequenceClassification, save_pretrained};
 
 fn minilm_dir() -> PathBuf {
@@ -291,4 +291,82 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
         e.contains("differs from the one the run started with"),
         "{e}"
     );
+
+    glue_regression_from_parquet(tmp.path(), &model);
+}
+
+/// STS-B (a GLUE regression task) from the Hub's parquet layout: a one-label head trained
+/// with MSE, Pearson/Spearman on dev, and `evaluate_model` on the export reproduces them.
+fn glue_regression_from_parquet(tmp: &Path, model: &Path) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/parquet");
+    let text = format!(
+        r#"
+model:
+  source: {model}
+  head: classification
+data:
+  task: glue/stsb
+  train: {train}
+  dev: {train}
+  max_seq_length: 32
+training:
+  batch_size: 8
+optimizer:
+  name: sgd
+  lr: 1.0e-2
+  momentum: 0.9
+training_modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 2
+"#,
+        model = model.display(),
+        train = data.join("glue-stsb-train.parquet").display()
+    );
+    let path = tmp.join("stsb.yaml");
+    std::fs::write(&path, text).unwrap();
+    let recipe = Recipe::load(&path, &[]).unwrap();
+    let out = finished(start(&recipe, &tmp.join("stsb"), false, None));
+    let rows = shears::data::glue::load_glue_file(
+        data.join("glue-stsb-train.parquet"),
+        shears::data::glue::GlueTask::Stsb,
+    )
+    .unwrap()
+    .examples
+    .len();
+    assert_eq!(out.report.steps, 2 * rows.div_ceil(8) as u64);
+    let keys: Vec<&String> = out.report.metrics["dev"].keys().collect();
+    assert_eq!(keys, ["pearson", "spearmanr"]);
+    assert_eq!(out.report.sparsity.global, 0.0);
+    assert!(out.dense.is_none());
+    let (again, n) = evaluate_model(
+        &recipe,
+        &tmp.join("stsb/model"),
+        DeviceKind::Flex,
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(n, rows);
+    assert_eq!(again, out.report.metrics["dev"]);
+
+    // A missing data file is an error naming it.
+    let bad = Recipe::load(
+        &path,
+        &["data.train=nowhere/train.parquet".parse().unwrap()],
+    )
+    .unwrap();
+    let dir = RunDir::prepare(tmp.join("bad"), &bad, false).unwrap();
+    let e = run(
+        &bad,
+        &EngineOptions {
+            run_dir: dir.path,
+            device: DeviceKind::Flex,
+            resume: false,
+            base_dir: PathBuf::from("."),
+            stop_after: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nowhere/train.parquet"), "{e}");
 }

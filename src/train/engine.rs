@@ -52,8 +52,8 @@ use super::task::{
     Metrics, SequenceClassificationTask, Task, TaskError, TaskKind, head_labels, load_text_splits,
 };
 use super::{TrainError, check_finite_loss};
-use crate::device::{DeviceKind, DeviceUnavailable};
 use crate::data::batch::length_bucketed_order;
+use crate::device::{DeviceKind, DeviceUnavailable};
 use crate::distill::{combine, kd_loss};
 use crate::recipe::Recipe;
 use crate::recipe::plan::{ConstantPlan, Plan, PlanError, PruningPlan, plan};
@@ -249,10 +249,16 @@ fn model_files(base: &Path, spec: &str, what: &str) -> Result<ModelFiles, Engine
 }
 
 /// Loads a model of architecture `M` from `files`, with the config adjusted by `adjust`.
+///
+/// With `fresh_head`, task-head tensors (`classifier.*`, `qa_outputs.*`) whose shape does not
+/// fit the task (a checkpoint fine-tuned for another label count) are dropped with a warning
+/// and the head keeps its fresh initialisation, like `ignore_mismatched_sizes=True` in
+/// `transformers`; any other mismatch is an error.
 fn load_model<M: BertArchitecture>(
     files: &ModelFiles,
     device: &Device,
     what: &str,
+    fresh_head: bool,
     adjust: impl FnOnce(BertConfig) -> BertConfig,
 ) -> Result<(M, BertConfig), EngineError> {
     let wrap = |source| EngineError::Model {
@@ -260,15 +266,35 @@ fn load_model<M: BertArchitecture>(
         source,
     };
     let config = adjust(BertConfig::from_file(&files.config).map_err(wrap)?);
-    let checkpoint = Checkpoint::read(&files.weights).map_err(wrap)?;
-    let (model, report) = load_into(M::from_config(&config, device), &checkpoint).map_err(wrap)?;
-    if !report.initialized.is_empty() {
-        log::info!(
-            "{what}: freshly initialised (not in the checkpoint): {}",
-            report.initialized.join(", ")
-        );
+    let mut checkpoint = Checkpoint::read(&files.weights).map_err(wrap)?;
+    loop {
+        match load_into(M::from_config(&config, device), &checkpoint) {
+            Ok((model, report)) => {
+                if !report.initialized.is_empty() {
+                    log::info!(
+                        "{what}: freshly initialised (not in the checkpoint): {}",
+                        report.initialized.join(", ")
+                    );
+                }
+                return Ok((model, config));
+            }
+            Err(BertError::ShapeMismatch {
+                key,
+                expected,
+                found,
+                ..
+            }) if fresh_head
+                && (key.starts_with("classifier.") || key.starts_with("qa_outputs."))
+                && checkpoint.remove(&key).is_some() =>
+            {
+                eprintln!(
+                    "warning: {what}: `{key}` has shape {found:?} in the checkpoint, the task needs {expected:?}: \
+                     the head is initialised afresh"
+                );
+            }
+            Err(e) => return Err(wrap(e)),
+        }
     }
-    Ok((model, config))
 }
 
 fn load_tokenizer(files: &ModelFiles, what: &str) -> Result<BertTokenizer, EngineError> {
@@ -355,7 +381,7 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
     let ad = plain.clone().autodiff();
     plain.seed(training.seed);
     let (model, config) =
-        load_model::<BertForSequenceClassification>(&files, &ad, "model.source", adjust)?;
+        load_model::<BertForSequenceClassification>(&files, &ad, "model.source", true, adjust)?;
     let teacher = match model_sec.teacher.as_deref() {
         None => TeacherSource::None,
         Some("self") => TeacherSource::SelfSnapshot,
@@ -365,6 +391,7 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
                 &tfiles,
                 &plain,
                 &format!("model.teacher `{spec}`"),
+                false,
                 |c| c,
             )?;
             if t.num_labels() != num_labels {
@@ -692,7 +719,8 @@ fn drive<T: Task, O: Optimizer>(
                     what: format!("teacher snapshot {}", tdir.display()),
                     source,
                 })?;
-            let (t, _) = load_model::<T::Model>(&tfiles, &ctx.plain, "teacher snapshot", |c| c)?;
+            let (t, _) =
+                load_model::<T::Model>(&tfiles, &ctx.plain, "teacher snapshot", false, |c| c)?;
             teacher = TeacherSource::Loaded(t);
         }
         step = state.step;
@@ -749,6 +777,7 @@ fn drive<T: Task, O: Optimizer>(
     };
 
     let session_start = step;
+    let mut teacher_cache: Option<TeacherCache> = None;
     let lengths = task.train_lengths();
     let mut order: Option<(u64, Vec<usize>)> = None;
     while step < end {
@@ -819,6 +848,7 @@ fn drive<T: Task, O: Optimizer>(
             phase = p;
             progress = Some(Progress::new(
                 phase,
+                t,
                 end,
                 log_every,
                 Some(Box::new(log.try_clone().map_err(io_err(&log_path))?)),
@@ -851,16 +881,32 @@ fn drive<T: Task, O: Optimizer>(
             let task_loss = task.loss(&model, &outputs, &xb);
             let loss = match (distilling, &teacher) {
                 (Some(d), TeacherSource::Loaded(tm)) => {
-                    let tb = task.batch(idx, &ctx.plain);
-                    let t_out = task.outputs(tm, &tb);
+                    if teacher_cache.is_none() && task.outputs_cacheable() {
+                        teacher_cache = Some(TeacherCache::build(
+                            task,
+                            tm,
+                            &ctx.plain,
+                            training.eval_batch_size.unwrap_or(batch_size),
+                        ));
+                    }
+                    let t_out: Vec<(&'static str, Tensor<2>)> = match &teacher_cache {
+                        Some(cache) => cache.batch(idx, &ctx.ad),
+                        None => {
+                            let tb = task.batch(idx, &ctx.plain);
+                            task.outputs(tm, &tb)
+                                .into_iter()
+                                .map(|(k, v)| (k, Tensor::from_data(v.into_data(), &ctx.ad)))
+                                .collect()
+                        }
+                    };
                     let terms: Vec<Tensor<1>> = outputs
                         .iter()
                         .filter(|(k, _)| d.output_keys.iter().any(|o| o == k))
                         .filter_map(|(k, s)| {
-                            t_out.iter().find(|(tk, _)| tk == k).map(|(_, tv)| {
-                                let tv = Tensor::from_data(tv.clone().into_data(), &ctx.ad);
-                                kd_loss(s.clone(), tv, d.temperature)
-                            })
+                            t_out
+                                .iter()
+                                .find(|(tk, _)| tk == k)
+                                .map(|(_, tv)| kd_loss(s.clone(), tv.clone(), d.temperature))
                         })
                         .collect();
                     combine(task_loss, terms, d.hardness)
@@ -1073,6 +1119,66 @@ fn drive<T: Task, O: Optimizer>(
     })))
 }
 
+/// The teacher's outputs for every training example, computed once (inference mode, in a
+/// fixed batching by length, so the values do not depend on when a run was resumed) and
+/// reused every epoch: distillation then costs no teacher forward per step.
+struct TeacherCache {
+    /// `(key, width, rows)`: row `i` of `rows` (`width` values) belongs to example `i`.
+    outputs: Vec<(&'static str, usize, Vec<f32>)>,
+}
+
+impl TeacherCache {
+    fn build<T: Task>(task: &T, teacher: &T::Model, device: &Device, batch_size: usize) -> Self {
+        let n = task.train_len();
+        let lengths = task.train_lengths();
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by_key(|&i| (lengths[i], i));
+        let mut outputs: Vec<(&'static str, usize, Vec<f32>)> = Vec::new();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let b = task.batch(chunk, device);
+            for (k, t) in task.outputs(teacher, &b) {
+                let width = t.dims()[1];
+                let pos = match outputs.iter().position(|(key, _, _)| *key == k) {
+                    Some(p) => p,
+                    None => {
+                        outputs.push((k, width, vec![0.0; n * width]));
+                        outputs.len() - 1
+                    }
+                };
+                let rows = &mut outputs[pos].2;
+                for (r, v) in chunk.iter().zip(
+                    t.into_data()
+                        .iter::<f32>()
+                        .collect::<Vec<_>>()
+                        .chunks(width),
+                ) {
+                    rows[r * width..(r + 1) * width].copy_from_slice(v);
+                }
+            }
+        }
+        Self { outputs }
+    }
+
+    fn batch(&self, idx: &[usize], device: &Device) -> Vec<(&'static str, Tensor<2>)> {
+        self.outputs
+            .iter()
+            .map(|(k, width, rows)| {
+                let mut flat = Vec::with_capacity(idx.len() * width);
+                for &i in idx {
+                    flat.extend_from_slice(&rows[i * width..(i + 1) * width]);
+                }
+                (
+                    *k,
+                    Tensor::from_data(
+                        burn::tensor::TensorData::new(flat, [idx.len(), *width]),
+                        device,
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
 fn enforced_masks(
     prune: &[PruneState],
     constant: &[ConstantState],
@@ -1167,6 +1273,7 @@ pub fn evaluate_model(
         &files,
         &plain,
         &format!("--model {spec}"),
+        false,
         |c| c,
     )?;
     let num_labels = model.num_labels();

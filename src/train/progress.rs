@@ -38,10 +38,21 @@ pub fn format_duration(secs: f64) -> String {
     }
 }
 
-/// The plain progress line of a phase.
-pub fn plain_line(phase: &str, total: u64, stats: &StepStats, elapsed_secs: f64) -> String {
-    let eta =
-        eta_seconds(stats.step, total, elapsed_secs).map_or_else(|| "?".into(), format_duration);
+/// The plain progress line of a phase that began at step `first` (the ETA extrapolates the
+/// phase's own pace: `elapsed_secs` is the time since `first`).
+pub fn plain_line(
+    phase: &str,
+    first: u64,
+    total: u64,
+    stats: &StepStats,
+    elapsed_secs: f64,
+) -> String {
+    let eta = eta_seconds(
+        stats.step.saturating_sub(first),
+        total.saturating_sub(first),
+        elapsed_secs,
+    )
+    .map_or_else(|| "?".into(), format_duration);
     format!(
         "{phase} step {}/{total} loss {:.4} lr {:.3e} sparsity {:.1}% {:.1} ex/s eta {eta}",
         stats.step,
@@ -55,6 +66,7 @@ pub fn plain_line(phase: &str, total: u64, stats: &StepStats, elapsed_secs: f64)
 /// Reports the progress of one phase.
 pub struct Progress {
     phase: String,
+    first: u64,
     total: u64,
     every: u64,
     start: Instant,
@@ -63,11 +75,18 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A phase of `total` steps; plain lines every `every` steps when stderr is not a
-    /// terminal; every line also goes to `log`.
-    pub fn new(phase: &str, total: u64, every: u64, log: Option<Box<dyn Write + Send>>) -> Self {
+    /// A phase from step `first` to `total`; plain lines every `every` steps when stderr is
+    /// not a terminal; every line also goes to `log`.
+    pub fn new(
+        phase: &str,
+        first: u64,
+        total: u64,
+        every: u64,
+        log: Option<Box<dyn Write + Send>>,
+    ) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
+            bar.set_position(first);
             bar.set_style(
                 ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
                     .expect("the template is valid")
@@ -78,6 +97,7 @@ impl Progress {
         });
         Progress {
             phase: phase.to_string(),
+            first,
             total,
             every: every.max(1),
             start: Instant::now(),
@@ -90,6 +110,7 @@ impl Progress {
     pub fn step(&mut self, stats: StepStats) {
         let line = plain_line(
             &self.phase,
+            self.first,
             self.total,
             &stats,
             self.start.elapsed().as_secs_f64(),
@@ -134,9 +155,11 @@ mod tests {
             examples_per_sec: 41.25,
         };
         assert_eq!(
-            plain_line("prune", 200, &s, 100.0),
+            plain_line("prune", 0, 200, &s, 100.0),
             "prune step 50/200 loss 0.1235 lr 8.000e-5 sparsity 70.0% 41.2 ex/s eta 5m00s"
         );
+        // A phase that began at step 40: 10 steps in 100 s, 150 to go.
+        assert!(plain_line("prune", 40, 200, &s, 100.0).ends_with("eta 25m00s"));
         assert_eq!(eta_seconds(0, 10, 5.0), None);
         assert_eq!(format_duration(3723.0), "1h02m03s");
         assert_eq!(format_duration(6.4), "6s");

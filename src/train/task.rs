@@ -4,7 +4,7 @@
 //!
 //! Implemented: sentence(-pair) classification and regression — the generic text tasks
 //! (`text-classification`, `text-regression` over TSV/CSV/JSONL/JSON files) and the nine
-//! GLUE tasks (`glue/<task>`, original TSV or Hub JSON lines).
+//! GLUE tasks (`glue/<task>`: original TSV, or the Hub's parquet files / JSON lines).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use shears_models::bert::{
 
 use crate::data::DataError;
 use crate::data::batch::{BatchLabels, EncodedText, TextBatch, TextBatcher, encode_texts};
-use crate::data::glue::{GlueTask, load_glue_hub_jsonl, load_glue_tsv};
+use crate::data::glue::{GlueTask, load_glue_file};
 use crate::data::text::{
     Header, LabelSpec, TextColumns, TextExample, TextFileConfig, TextFormat, load_text,
     split_by_id_hash,
@@ -195,22 +195,9 @@ fn load_file(
     kind: TaskKind,
     num_labels: Option<usize>,
     path: &Path,
-    labelled: bool,
 ) -> Result<(Vec<TextExample>, usize), TaskError> {
     let loaded = match kind {
-        TaskKind::Glue(task) => match path.extension().and_then(|e| e.to_str()) {
-            Some("jsonl") => load_glue_hub_jsonl(path, task)?,
-            Some("tsv") => load_glue_tsv(path, task, labelled)?,
-            _ => {
-                return Err(config_err(
-                    "train",
-                    format!(
-                        "{}: GLUE data must be the original .tsv files or Hub rows as .jsonl",
-                        path.display()
-                    ),
-                ));
-            }
-        },
+        TaskKind::Glue(task) => load_glue_file(path, task)?,
         TaskKind::TextClassification | TaskKind::TextRegression => load_text(
             path,
             &generic_config(data, path, kind.is_regression(), num_labels)?,
@@ -261,14 +248,14 @@ pub fn load_text_splits(
     let train_path = data.train.as_deref().map(resolve).ok_or_else(|| {
         config_err(
             "train",
-            "required: a local file (downloading data sets from the Hugging Face Hub is not built in; \
-             export the split with `datasets` to JSON lines and point `data.train` at it)",
+            "required: a local file (GLUE: the original TSV, or the Hub's parquet file such as \
+             sst2/train-00000-of-00001.parquet of nyu-mll/glue)",
         )
     })?;
-    let (train, mut dropped) = load_file(data, kind, num_labels, &train_path, true)?;
+    let (train, mut dropped) = load_file(data, kind, num_labels, &train_path)?;
     let (train, dev) = match (&data.dev, data.dev_fraction) {
         (Some(dev), _) => {
-            let (dev, d) = load_file(data, kind, num_labels, &resolve(dev), true)?;
+            let (dev, d) = load_file(data, kind, num_labels, &resolve(dev))?;
             dropped += d;
             (train, dev)
         }
@@ -335,6 +322,11 @@ pub trait Task {
     fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Metrics, TaskError>;
     /// The metric that represents the task in summaries (`accuracy`, `pearson`, ...).
     fn main_metric(&self) -> &'static str;
+    /// Whether every output has one fixed-width row per example (class logits), so a
+    /// teacher's outputs can be computed once and cached; not for per-token outputs.
+    fn outputs_cacheable(&self) -> bool {
+        false
+    }
 }
 
 /// Sentence(-pair) classification or regression with a [`BertForSequenceClassification`].
@@ -509,6 +501,10 @@ impl Task for SequenceClassificationTask {
             }
         }
         Ok(out)
+    }
+
+    fn outputs_cacheable(&self) -> bool {
+        true
     }
 
     fn main_metric(&self) -> &'static str {

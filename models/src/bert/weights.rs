@@ -44,6 +44,11 @@ fn float_dtype(name: &str) -> Option<DType> {
 }
 
 impl Checkpoint {
+    /// Removes a tensor (e.g. a task head of another size, to keep the model's fresh one).
+    pub fn remove(&mut self, key: &str) -> Option<StoredTensor> {
+        self.tensors.remove(key)
+    }
+
     /// Reads a checkpoint: `*.safetensors`, or a PyTorch file (`*.bin`, `*.pt`, `*.pth`).
     pub fn read(path: impl AsRef<Path>) -> Result<Self, BertError> {
         let path = path.as_ref();
