@@ -293,6 +293,79 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
     );
 
     glue_regression_from_parquet(tmp.path(), &model);
+    squad_with_pruning_and_distillation(tmp.path(), &model);
+}
+
+/// SQuAD v1.1 (official JSON) with a QA head built afresh on the tiny backbone: GMP to 50 %
+/// with distillation of the start and end logits from `teacher: self`; EM/F1 on dev, and
+/// `evaluate_model` on the export reproduces them.
+fn squad_with_pruning_and_distillation(tmp: &Path, model: &Path) {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/squad/squad_v1.json");
+    let text = format!(
+        r#"
+model:
+  source: {model}
+  head: qa
+  teacher: self
+data:
+  task: squad
+  train: {file}
+  dev: {file}
+  max_seq_length: 48
+  doc_stride: 16
+training:
+  batch_size: 4
+optimizer:
+  name: adam
+  lr: 1.0e-3
+training_modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 3
+pruning_modifiers:
+  - !GMPruningModifier
+    params: ['re:bert\.encoder\.layer\.\d+\.(intermediate|output)\.dense\.weight']
+    init_sparsity: 0.2
+    final_sparsity: 0.5
+    start_epoch: 1
+    end_epoch: 2
+    update_frequency: 0.5
+distillation_modifiers:
+  - !DistillationModifier
+    hardness: 0.5
+    temperature: 2.0
+    distill_output_keys: [start_logits, end_logits]
+    start_epoch: 1
+"#,
+        model = model.display(),
+        file = file.display()
+    );
+    let path = tmp.join("squad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let recipe = Recipe::load(&path, &[]).unwrap();
+    let out = finished(start(&recipe, &tmp.join("squad"), false, None));
+    let keys: Vec<&String> = out.report.metrics["dev"].keys().collect();
+    assert_eq!(keys, ["exact_match", "f1"]);
+    // Layer-wise (GMPruningModifier): each of the 4 FFN matrices (32·64) exactly at 50 %.
+    assert_eq!(out.report.sparsity.params.len(), 4);
+    for (name, s) in &out.report.sparsity.params {
+        assert_eq!(
+            *s,
+            pruned_count(0.5, 32 * 64) as f64 / (32.0 * 64.0),
+            "{name}"
+        );
+    }
+    let questions = shears::data::squad::load_squad_file(&file).unwrap().len();
+    let (again, n) = evaluate_model(
+        &recipe,
+        &tmp.join("squad/model"),
+        DeviceKind::Flex,
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(n, questions);
+    assert_eq!(again, out.report.metrics["dev"]);
 }
 
 /// STS-B (a GLUE regression task) from the Hub's parquet layout: a one-label head trained

@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use shears_models::bert::weights::{Checkpoint, export_safetensors, load_into};
 use shears_models::bert::{
-    BertArchitecture, BertConfig, BertError, BertForSequenceClassification, BertTokenizer,
-    ModelFiles, ModelSource, save_pretrained,
+    BertArchitecture, BertConfig, BertError, BertForQuestionAnswering,
+    BertForSequenceClassification, BertTokenizer, ModelFiles, ModelSource, save_pretrained,
 };
 
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
@@ -49,7 +49,8 @@ use super::order::{batch, batches_per_epoch, epoch_order, mix};
 use super::progress::{Progress, StepStats, format_duration};
 use super::report::{RunReport, SparsitySummary};
 use super::task::{
-    Metrics, SequenceClassificationTask, Task, TaskError, TaskKind, head_labels, load_text_splits,
+    Metrics, QuestionAnsweringTask, SequenceClassificationTask, Task, TaskError, TaskKind,
+    head_labels, load_text_splits,
 };
 use super::{TrainError, check_finite_loss};
 use crate::data::batch::length_bucketed_order;
@@ -326,32 +327,15 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
         .as_ref()
         .ok_or(EngineError::MissingSection("training"))?;
     let kind = TaskKind::parse(&data.task)?;
-    match (kind, model_sec.head) {
-        (
-            TaskKind::TextClassification | TaskKind::TextRegression | TaskKind::Glue(_),
-            HeadKind::Classification,
-        ) => {}
-        (TaskKind::Squad { .. }, _) | (_, HeadKind::Qa) => {
-            return Err(EngineError::Unsupported(
-                "question answering (data.task squad/squad_v2, model.head qa) is not run by the training engine yet; \
-                 the data pipeline and metrics exist (shears::data::squad), the QA loop is the next step"
-                    .into(),
-            ));
-        }
-        (TaskKind::ImageClassification, _) => {
-            return Err(EngineError::Unsupported(
-                "image classification is not run by the training engine yet".into(),
-            ));
-        }
-        (_, HeadKind::None) => {
-            return Err(EngineError::Unsupported(
-                "model.head: none has no task loss to train; use head: classification".into(),
-            ));
-        }
-    }
+    check_head(kind, model_sec.head)?;
     let plain = opts.device.device()?;
     let files = model_files(&opts.base_dir, &model_sec.source, "model.source")?;
     let tokenizer = load_tokenizer(&files, "model.source")?;
+    let eval_batch = training.eval_batch_size.unwrap_or(training.batch_size);
+    if let TaskKind::Squad { v2 } = kind {
+        let task = QuestionAnsweringTask::load(data, v2, &tokenizer, &opts.base_dir, eval_batch)?;
+        return start_task(recipe, opts, plain, files, &task, |c| c, |_| Ok(()));
+    }
     let splits = load_text_splits(data, kind, model_sec.num_labels, &opts.base_dir)?;
     let base_config =
         BertConfig::from_file(&files.config).map_err(|source| EngineError::Model {
@@ -359,14 +343,13 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
             source,
         })?;
     let num_labels = head_labels(kind, model_sec.num_labels, &base_config);
-    let max_len = data.max_seq_length.unwrap_or(128);
     let task = SequenceClassificationTask::new(
         kind,
         &splits,
         &tokenizer,
-        max_len,
+        data.max_seq_length.unwrap_or(128),
         num_labels,
-        training.eval_batch_size.unwrap_or(training.batch_size),
+        eval_batch,
     )?;
     let regression = kind.is_regression();
     let adjust = move |c: BertConfig| {
@@ -378,28 +361,62 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
         });
         c
     };
+    let teacher_ok = |t: &BertForSequenceClassification| {
+        if t.num_labels() == num_labels {
+            Ok(())
+        } else {
+            Err(format!(
+                "it has {} labels, the student {num_labels}",
+                t.num_labels()
+            ))
+        }
+    };
+    start_task(recipe, opts, plain, files, &task, adjust, teacher_ok)
+}
+
+/// The head a task needs.
+fn check_head(kind: TaskKind, head: HeadKind) -> Result<(), EngineError> {
+    match (kind, head) {
+        (
+            TaskKind::TextClassification | TaskKind::TextRegression | TaskKind::Glue(_),
+            HeadKind::Classification,
+        )
+        | (TaskKind::Squad { .. }, HeadKind::Qa) => Ok(()),
+        (TaskKind::ImageClassification, _) => Err(EngineError::Unsupported(
+            "image classification is not run by the training engine yet".into(),
+        )),
+        (TaskKind::Squad { .. }, h) => Err(EngineError::Unsupported(format!(
+            "data.task squad/squad_v2 needs model.head: qa (the recipe says {h:?})"
+        ))),
+        (_, h) => Err(EngineError::Unsupported(format!(
+            "sentence tasks need model.head: classification (the recipe says {h:?})"
+        ))),
+    }
+}
+
+/// Loads student and teacher for `task` and runs the loop with the recipe's optimizer.
+fn start_task<T: Task>(
+    recipe: &Recipe,
+    opts: &EngineOptions,
+    plain: Device,
+    files: ModelFiles,
+    task: &T,
+    adjust: impl FnOnce(BertConfig) -> BertConfig,
+    teacher_ok: impl Fn(&T::Model) -> Result<(), String>,
+) -> Result<RunEnd, EngineError> {
+    let model_sec = recipe.model.as_ref().expect("checked by run");
+    let training = recipe.training.as_ref().expect("checked by run");
     let ad = plain.clone().autodiff();
     plain.seed(training.seed);
-    let (model, config) =
-        load_model::<BertForSequenceClassification>(&files, &ad, "model.source", true, adjust)?;
+    let (model, config) = load_model::<T::Model>(&files, &ad, "model.source", true, adjust)?;
     let teacher = match model_sec.teacher.as_deref() {
         None => TeacherSource::None,
         Some("self") => TeacherSource::SelfSnapshot,
         Some(spec) => {
             let tfiles = model_files(&opts.base_dir, spec, "model.teacher")?;
-            let (t, _) = load_model::<BertForSequenceClassification>(
-                &tfiles,
-                &plain,
-                &format!("model.teacher `{spec}`"),
-                false,
-                |c| c,
-            )?;
-            if t.num_labels() != num_labels {
-                return Err(EngineError::Unsupported(format!(
-                    "model.teacher `{spec}` has {} labels, the student {num_labels}",
-                    t.num_labels()
-                )));
-            }
+            let what = format!("model.teacher `{spec}`");
+            let (t, _) = load_model::<T::Model>(&tfiles, &plain, &what, false, |c| c)?;
+            teacher_ok(&t).map_err(|m| EngineError::Unsupported(format!("{what}: {m}")))?;
             TeacherSource::Loaded(t)
         }
     };
@@ -410,16 +427,20 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
         ad,
         config,
         files,
-        task_name: data.task.clone(),
+        task_name: recipe
+            .data
+            .as_ref()
+            .map(|d| d.task.clone())
+            .unwrap_or_default(),
     };
     let optimizer = recipe
         .optimizer
         .clone()
         .ok_or(EngineError::MissingSection("optimizer"))?;
     match optimizer.name {
-        OptimizerKind::Adamw => drive(&ctx, &task, model, teacher, adamw(&optimizer)),
-        OptimizerKind::Adam => drive(&ctx, &task, model, teacher, adam(&optimizer)),
-        OptimizerKind::Sgd => drive(&ctx, &task, model, teacher, sgd(&optimizer)),
+        OptimizerKind::Adamw => drive(&ctx, task, model, teacher, adamw(&optimizer)),
+        OptimizerKind::Adam => drive(&ctx, task, model, teacher, adam(&optimizer)),
+        OptimizerKind::Sgd => drive(&ctx, task, model, teacher, sgd(&optimizer)),
     }
 }
 
@@ -1235,7 +1256,8 @@ fn copy_tokenizer_files(files: &ModelFiles, dest: &Path) -> Result<(), EngineErr
     Ok(())
 }
 
-/// Evaluates an exported model directory on the dev split of a recipe's task.
+/// Evaluates an exported model directory on the dev split of a recipe's task; returns the
+/// metrics and the number of dev examples (questions for SQuAD).
 pub fn evaluate_model(
     recipe: &Recipe,
     model_dir: &Path,
@@ -1251,49 +1273,43 @@ pub fn evaluate_model(
         .as_ref()
         .ok_or(EngineError::MissingSection("data"))?;
     let kind = TaskKind::parse(&data.task)?;
-    if !matches!(
-        kind,
-        TaskKind::TextClassification | TaskKind::TextRegression | TaskKind::Glue(_)
-    ) {
-        return Err(EngineError::Unsupported(format!(
-            "evaluating task `{}` is not supported yet",
-            data.task
-        )));
-    }
+    check_head(kind, model_sec.head)?;
     let plain = device.device()?;
-    let spec = model_dir.display().to_string();
+    let spec = format!("--model {}", model_dir.display());
     let files = ModelSource::Local(model_dir.to_path_buf())
         .resolve()
         .map_err(|source| EngineError::Model {
-            what: format!("--model {spec}"),
+            what: spec.clone(),
             source,
         })?;
-    let tokenizer = load_tokenizer(&files, &format!("--model {spec}"))?;
-    let (model, config) = load_model::<BertForSequenceClassification>(
-        &files,
-        &plain,
-        &format!("--model {spec}"),
-        false,
-        |c| c,
-    )?;
+    let tokenizer = load_tokenizer(&files, &spec)?;
+    let eval_batch = recipe
+        .training
+        .as_ref()
+        .map_or(64, |t| t.eval_batch_size.unwrap_or(t.batch_size));
+    if let TaskKind::Squad { v2 } = kind {
+        let task = QuestionAnsweringTask::load(data, v2, &tokenizer, base_dir, eval_batch)?;
+        let (model, _) =
+            load_model::<BertForQuestionAnswering>(&files, &plain, &spec, false, |c| c)?;
+        return Ok((task.evaluate(&model, &plain)?, task.dev_len()));
+    }
+    let (model, config) =
+        load_model::<BertForSequenceClassification>(&files, &plain, &spec, false, |c| c)?;
     let num_labels = model.num_labels();
-    let splits = load_text_splits(data, kind, Some(num_labels), base_dir)?;
     let expected = head_labels(kind, model_sec.num_labels, &config);
     if expected != num_labels {
         return Err(EngineError::Unsupported(format!(
-            "--model {spec} has {num_labels} labels, the task needs {expected}"
+            "{spec} has {num_labels} labels, the task needs {expected}"
         )));
     }
-    let training = recipe.training.as_ref();
+    let splits = load_text_splits(data, kind, Some(num_labels), base_dir)?;
     let task = SequenceClassificationTask::new(
         kind,
         &splits,
         &tokenizer,
         data.max_seq_length.unwrap_or(128),
         num_labels,
-        training
-            .map(|t| t.eval_batch_size.unwrap_or(t.batch_size))
-            .unwrap_or(64),
+        eval_batch,
     )?;
     Ok((task.evaluate(&model, &plain)?, task.dev_len()))
 }

@@ -2,7 +2,8 @@
 //! and the official dev metrics. The loop ([`super::engine`]) is generic over [`Task`], so
 //! pruning, distillation, LR schedules, checkpoints and resume work the same for every task.
 //!
-//! Implemented: sentence(-pair) classification and regression — the generic text tasks
+//! Implemented: extractive QA (SQuAD v1.1/v2.0, [`QuestionAnsweringTask`]) and
+//! sentence(-pair) classification and regression — the generic text tasks
 //! (`text-classification`, `text-regression` over TSV/CSV/JSONL/JSON files) and the nine
 //! GLUE tasks (`glue/<task>`: original TSV, or the Hub's parquet files / JSON lines).
 
@@ -12,12 +13,21 @@ use std::path::{Path, PathBuf};
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Device, Int, Tensor};
 use shears_models::bert::{
-    BertConfig, BertForSequenceClassification, BertInput, BertTokenizer, ClassificationTargets,
+    BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertInput, BertTokenizer,
+    ClassificationTargets, QuestionAnsweringOutput,
 };
 
+use std::collections::HashMap;
+
 use crate::data::DataError;
-use crate::data::batch::{BatchLabels, EncodedText, TextBatch, TextBatcher, encode_texts};
+use crate::data::batch::{
+    BatchLabels, EncodedText, SquadBatch, SquadBatcher, TextBatch, TextBatcher, encode_texts,
+};
 use crate::data::glue::{GlueTask, load_glue_file};
+use crate::data::squad::{
+    SquadExample, SquadFeature, SquadPostprocessConfig, SquadPreprocessConfig, load_squad_file,
+    postprocess_squad, preprocess_squad,
+};
 use crate::data::text::{
     Header, LabelSpec, TextColumns, TextExample, TextFileConfig, TextFormat, load_text,
     split_by_id_hash,
@@ -27,6 +37,7 @@ use crate::metrics::MetricError;
 use crate::metrics::classification::{accuracy, f1_binary, matthews_corrcoef};
 use crate::metrics::correlation::{pearson, spearman};
 use crate::metrics::glue::{GluePredictions, glue_metrics};
+use crate::metrics::squad::{squad_v1, squad_v2};
 use crate::recipe::sections::DataSection;
 
 /// Metric values by name (`accuracy`, `f1`, `pearson`, ...).
@@ -60,7 +71,7 @@ pub enum TaskKind {
     TextRegression,
     /// `glue/<task>`.
     Glue(GlueTask),
-    /// `squad` / `squad_v2` (extractive QA; not run by the engine yet).
+    /// `squad` / `squad_v2` (extractive QA).
     Squad {
         /// SQuAD v2 (unanswerable questions).
         v2: bool,
@@ -210,22 +221,7 @@ fn load_file(
 /// Keeps `max` examples chosen by a fixed hash of their ids (independent of the seed and
 /// the file order), preserving the order of those kept.
 pub fn subset(examples: Vec<TextExample>, max: Option<usize>, salt: &str) -> Vec<TextExample> {
-    let Some(max) = max else { return examples };
-    if examples.len() <= max {
-        return examples;
-    }
-    let mut keyed: Vec<(u64, usize)> = examples
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (fnv1a_64(format!("{salt}:{}", e.id).as_bytes()), i))
-        .collect();
-    keyed.sort_unstable();
-    let mut keep: Vec<usize> = keyed.into_iter().take(max).map(|(_, i)| i).collect();
-    keep.sort_unstable();
-    let mut slots: Vec<Option<TextExample>> = examples.into_iter().map(Some).collect();
-    keep.into_iter()
-        .map(|i| slots[i].take().expect("indices are distinct"))
-        .collect()
+    subset_by(examples, max, salt, |e| e.id.as_str())
 }
 
 /// Loads the train and dev examples a recipe's `data:` section names. Relative paths are
@@ -513,6 +509,220 @@ impl Task for SequenceClassificationTask {
             k if k.is_regression() => "pearson",
             _ => "accuracy",
         }
+    }
+}
+
+/// Extractive question answering (SQuAD v1.1 / v2.0) with a [`BertForQuestionAnswering`]:
+/// examples are split into overlapping windows (`max_seq_length`, `doc_stride`), the loss is
+/// the mean cross-entropy of the start and end positions, and dev predictions go through the
+/// HF postprocessing (n-best 20, answers up to 30 tokens, null answers for v2) into the
+/// official EM/F1.
+#[derive(Debug, Clone)]
+pub struct QuestionAnsweringTask {
+    train: Vec<SquadFeature>,
+    dev_examples: Vec<SquadExample>,
+    dev_features: Vec<SquadFeature>,
+    batcher: SquadBatcher,
+    eval_batch_size: usize,
+    post: SquadPostprocessConfig,
+}
+
+/// Keeps `max` items chosen by a fixed hash of their ids (see [`subset`]).
+fn subset_by<T>(items: Vec<T>, max: Option<usize>, salt: &str, id: impl Fn(&T) -> &str) -> Vec<T> {
+    let Some(max) = max else { return items };
+    if items.len() <= max {
+        return items;
+    }
+    let mut keyed: Vec<(u64, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (fnv1a_64(format!("{salt}:{}", id(e)).as_bytes()), i))
+        .collect();
+    keyed.sort_unstable();
+    let mut keep: Vec<usize> = keyed.into_iter().take(max).map(|(_, i)| i).collect();
+    keep.sort_unstable();
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    keep.into_iter()
+        .map(|i| slots[i].take().expect("indices are distinct"))
+        .collect()
+}
+
+impl QuestionAnsweringTask {
+    /// Loads `data.train` and `data.dev` (SQuAD JSON, Hub parquet or JSON lines) and windows
+    /// them with `tokenizer`.
+    pub fn load(
+        data: &DataSection,
+        v2: bool,
+        tokenizer: &BertTokenizer,
+        base: &Path,
+        eval_batch_size: usize,
+    ) -> Result<Self, TaskError> {
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let train = data.train.as_deref().ok_or_else(|| {
+            config_err(
+                "train",
+                "required: SQuAD JSON (train-v1.1.json) or the Hub's parquet file of rajpurkar/squad",
+            )
+        })?;
+        let dev = data.dev.as_deref().ok_or_else(|| {
+            config_err(
+                "dev",
+                "required for SQuAD: the dev file (dev-v1.1.json or the validation parquet)",
+            )
+        })?;
+        let train = subset_by(
+            load_squad_file(resolve(train))?,
+            data.max_train_examples,
+            "train",
+            |e| e.id.as_str(),
+        );
+        let dev_examples = subset_by(
+            load_squad_file(resolve(dev))?,
+            data.max_dev_examples,
+            "dev",
+            |e| e.id.as_str(),
+        );
+        if train.is_empty() || dev_examples.is_empty() {
+            return Err(config_err("train", "no examples"));
+        }
+        let config = SquadPreprocessConfig {
+            max_length: data.max_seq_length.unwrap_or(384),
+            doc_stride: data.doc_stride.unwrap_or(128),
+        };
+        let features = preprocess_squad(tokenizer.inner(), &train, &config)?;
+        let dev_features = preprocess_squad(tokenizer.inner(), &dev_examples, &config)?;
+        Ok(Self {
+            train: features,
+            dev_examples,
+            dev_features,
+            batcher: SquadBatcher {
+                pad_id: tokenizer.pad_id(),
+            },
+            eval_batch_size: eval_batch_size.max(1),
+            post: SquadPostprocessConfig {
+                version_2: v2,
+                ..SquadPostprocessConfig::default()
+            },
+        })
+    }
+
+    /// Number of dev questions.
+    pub fn dev_len(&self) -> usize {
+        self.dev_examples.len()
+    }
+
+    fn input(batch: &SquadBatch) -> BertInput {
+        BertInput {
+            input_ids: batch.input_ids.clone(),
+            token_type_ids: batch.token_type_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+        }
+    }
+}
+
+impl Task for QuestionAnsweringTask {
+    type Model = BertForQuestionAnswering;
+    type Batch = SquadBatch;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_lengths(&self) -> Vec<usize> {
+        self.train.iter().map(|f| f.input_ids.len()).collect()
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> SquadBatch {
+        let items = indices.iter().map(|&i| self.train[i].clone()).collect();
+        self.batcher.batch(items, device)
+    }
+
+    fn batch_len(&self, batch: &SquadBatch) -> usize {
+        batch.input_ids.dims()[0]
+    }
+
+    fn outputs(&self, model: &Self::Model, batch: &SquadBatch) -> Vec<(&'static str, Tensor<2>)> {
+        let out = model.forward(&Self::input(batch));
+        vec![
+            ("start_logits", out.start_logits),
+            ("end_logits", out.end_logits),
+        ]
+    }
+
+    fn loss(
+        &self,
+        model: &Self::Model,
+        outputs: &[(&'static str, Tensor<2>)],
+        batch: &SquadBatch,
+    ) -> Tensor<1> {
+        let out = QuestionAnsweringOutput {
+            start_logits: outputs[0].1.clone(),
+            end_logits: outputs[1].1.clone(),
+        };
+        model.loss(
+            &out,
+            batch.start_positions.clone(),
+            batch.end_positions.clone(),
+        )
+    }
+
+    fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Metrics, TaskError> {
+        let n = self.dev_features.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (self.dev_features[i].input_ids.len(), i));
+        let mut starts = vec![Vec::new(); n];
+        let mut ends = vec![Vec::new(); n];
+        for chunk in order.chunks(self.eval_batch_size) {
+            let items = chunk
+                .iter()
+                .map(|&i| self.dev_features[i].clone())
+                .collect();
+            let batch = self.batcher.batch(items, device);
+            let out = model.forward(&Self::input(&batch));
+            let width = out.start_logits.dims()[1];
+            let s: Vec<f32> = out.start_logits.into_data().iter::<f32>().collect();
+            let e: Vec<f32> = out.end_logits.into_data().iter::<f32>().collect();
+            for (r, &i) in chunk.iter().enumerate() {
+                starts[i] = s[r * width..(r + 1) * width].to_vec();
+                ends[i] = e[r * width..(r + 1) * width].to_vec();
+            }
+        }
+        let preds = postprocess_squad(
+            &self.dev_examples,
+            &self.dev_features,
+            &starts,
+            &ends,
+            &self.post,
+        )?;
+        let map: HashMap<String, String> = preds.into_iter().map(|p| (p.id, p.text)).collect();
+        let mut out = Metrics::new();
+        if self.post.version_2 {
+            let s = squad_v2(&self.dev_examples, &map)?;
+            out.insert("exact".into(), s.all.exact);
+            out.insert("f1".into(), s.all.f1);
+            if let Some(h) = s.has_ans {
+                out.insert("HasAns_f1".into(), h.f1);
+            }
+            if let Some(h) = s.no_ans {
+                out.insert("NoAns_f1".into(), h.f1);
+            }
+        } else {
+            let s = squad_v1(&self.dev_examples, &map)?;
+            out.insert("exact_match".into(), s.exact_match);
+            out.insert("f1".into(), s.f1);
+        }
+        Ok(out)
+    }
+
+    fn main_metric(&self) -> &'static str {
+        "f1"
     }
 }
 
