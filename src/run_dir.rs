@@ -24,6 +24,11 @@ pub enum RunDirError {
     /// `--resume` was given but there is nothing to resume.
     #[error("{0}: --resume needs an existing run directory (with {RESOLVED_RECIPE})")]
     NothingToResume(PathBuf),
+    /// `--resume` with a recipe (after `--set`) other than the one the run started with.
+    #[error(
+        "{0}: the recipe (after --set overrides) differs from the {RESOLVED_RECIPE} the run started with; resume with the same recipe and overrides"
+    )]
+    RecipeChanged(PathBuf),
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -112,10 +117,19 @@ impl RunDir {
         }
         std::fs::create_dir_all(&path).map_err(io)?;
         let dir = RunDir { path };
-        write_atomic(
-            &dir.path.join(RESOLVED_RECIPE),
-            recipe.resolved_yaml().as_bytes(),
-        )?;
+        let resolved = dir.path.join(RESOLVED_RECIPE);
+        if resume {
+            // Never overwrite the record of how the run started.
+            let before = std::fs::read_to_string(&resolved).map_err(|source| RunDirError::Io {
+                path: resolved.clone(),
+                source,
+            })?;
+            if before != recipe.resolved_yaml() {
+                return Err(RunDirError::RecipeChanged(dir.path));
+            }
+            return Ok(dir);
+        }
+        write_atomic(&resolved, recipe.resolved_yaml().as_bytes())?;
         Ok(dir)
     }
 }

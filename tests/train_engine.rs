@@ -272,13 +272,23 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
     // The teacher snapshot was written once, at the distillation start.
     assert!(a_dir.join("teacher-self/model.safetensors").is_file());
 
-    // A resume with another recipe is refused, naming the reason.
+    // A resume with another recipe is refused, naming the reason, and the record of the
+    // original recipe is kept.
     let other = Recipe::load(&path, &["training.seed=4".parse().unwrap()]).unwrap();
-    let dir = RunDir::prepare(b_dir.clone(), &other, true).unwrap();
+    let before = std::fs::read(b_dir.join("recipe.resolved.yaml")).unwrap();
+    let e = RunDir::prepare(b_dir.clone(), &other, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("differs from the recipe.resolved.yaml"), "{e}");
+    assert_eq!(
+        std::fs::read(b_dir.join("recipe.resolved.yaml")).unwrap(),
+        before
+    );
+    // The engine checks the digest in the checkpoint too (a directory prepared by hand).
     let e = run(
         &other,
         &EngineOptions {
-            run_dir: dir.path,
+            run_dir: b_dir.clone(),
             device: DeviceKind::Flex,
             resume: true,
             base_dir: PathBuf::from("."),
@@ -294,6 +304,57 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
 
     glue_regression_from_parquet(tmp.path(), &model);
     squad_with_pruning_and_distillation(tmp.path(), &model);
+    a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp.path(), &path);
+}
+
+/// An absurd learning rate makes the loss non-finite within a few steps: the run stops with
+/// an error naming the step, and the latest checkpoint is an earlier, finite one.
+fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp: &Path, recipe_path: &Path) {
+    let recipe = Recipe::load(
+        recipe_path,
+        &[
+            "optimizer.name=sgd".parse().unwrap(),
+            "optimizer.lr=1.0e30".parse().unwrap(),
+            "training.max_grad_norm=1.0e30".parse().unwrap(),
+            "training.checkpoint_every_steps=1".parse().unwrap(),
+        ],
+    )
+    .unwrap();
+    // The recipe's LR modifier starts at epoch 1: the first epoch runs at optimizer.lr.
+    let dir = tmp.join("nan");
+    let run_dir = RunDir::prepare(dir.clone(), &recipe, false).unwrap();
+    let e = run(
+        &recipe,
+        &EngineOptions {
+            run_dir: run_dir.path,
+            device: DeviceKind::Flex,
+            resume: false,
+            base_dir: PathBuf::from("."),
+            stop_after: None,
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("the loss is "), "{msg}");
+    let step: u64 = msg
+        .split("at step ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let latest = std::fs::read_to_string(dir.join("checkpoints/latest")).unwrap();
+    assert_eq!(
+        latest,
+        format!("step-{step:09}"),
+        "the last good step is kept"
+    );
+    // The checkpoint is complete and readable.
+    let file = SparsityReport::from_safetensors(
+        &dir.join(format!("checkpoints/{latest}/model.safetensors")),
+    )
+    .unwrap();
+    assert!(!file.params.is_empty());
 }
 
 /// SQuAD v1.1 (official JSON) with a QA head built afresh on the tiny backbone: GMP to 50 %

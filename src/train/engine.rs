@@ -1005,6 +1005,10 @@ fn drive<T: Task, O: Optimizer>(
                 }
             })?;
             optim.save_state(&pending.dir.join(OPTIM_FILE))?;
+            write_atomic(
+                &pending.dir.join(crate::run_dir::RESOLVED_RECIPE),
+                recipe.resolved_yaml().as_bytes(),
+            )?;
             for (i, p) in prune.iter().enumerate() {
                 if let Some(m) = &p.masks {
                     save_masks(m, &pending.dir.join(mask_file("prune", i)))?;
