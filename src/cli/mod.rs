@@ -82,7 +82,7 @@ fn init_logging() -> anyhow::Result<()> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(err) = init_logging() {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", render(&err));
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
@@ -97,10 +97,27 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose message is already
+/// part of the text (library errors often embed their source in their own message).
+fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 /// The error every not-yet-implemented subcommand returns: it says so plainly and

@@ -56,8 +56,12 @@ impl ModelSource {
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        if parts.len() != 2 || !parts.iter().all(|p| ok_part(p)) {
-            return Err(invalid("expected `hf:org/name[@revision]`"));
+        // `org/name`, or a legacy top-level name such as `bert-base-uncased`, which the Hub
+        // still serves (it redirects to `google-bert/bert-base-uncased`).
+        if !(1..=2).contains(&parts.len()) || !parts.iter().all(|p| ok_part(p)) {
+            return Err(invalid(
+                "expected `hf:org/name[@revision]` or `hf:name[@revision]`",
+            ));
         }
         Ok(Self::Hub {
             repo: repo.to_string(),
@@ -253,7 +257,14 @@ mod tests {
             ModelSource::parse("some/dir").unwrap(),
             ModelSource::Local(PathBuf::from("some/dir"))
         );
-        for bad in ["hf:", "hf:name", "hf:a/b/c", "hf:a/b@", "hf:a b/c"] {
+        assert_eq!(
+            ModelSource::parse("hf:bert-base-uncased").unwrap(),
+            ModelSource::Hub {
+                repo: "bert-base-uncased".into(),
+                revision: "main".into()
+            }
+        );
+        for bad in ["hf:", "hf:a/b/c", "hf:a/b@", "hf:a b/c", "hf:/b"] {
             assert!(
                 matches!(
                     ModelSource::parse(bad),
