@@ -797,6 +797,14 @@ fn drive<T: Task, O: Optimizer>(
         })
     };
 
+    if step == 0 && first_prune == Some(0) && end > 0 {
+        // Pruning starts at once: evaluate the starting (dense) model first.
+        let rec = evaluate(&model, 0.0, 0)?;
+        let line = format!("eval step 0 (dense start): {}", fmt_metrics(&rec.metrics));
+        eprintln!("{line}");
+        log_line(&line);
+        history.push(rec);
+    }
     let session_start = step;
     let mut teacher_cache: Option<TeacherCache> = None;
     let lengths = task.train_lengths();
