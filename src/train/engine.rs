@@ -298,18 +298,28 @@ fn load_model<M: BertArchitecture>(
     }
 }
 
-fn load_tokenizer(files: &ModelFiles, what: &str) -> Result<BertTokenizer, EngineError> {
-    let wrap = |source| EngineError::Model {
+fn read_config(files: &ModelFiles, what: &str) -> Result<BertConfig, EngineError> {
+    BertConfig::from_file(&files.config).map_err(|source| EngineError::Model {
         what: what.to_string(),
         source,
-    };
-    match (&files.tokenizer_json, &files.vocab_txt) {
-        (Some(json), _) => BertTokenizer::from_file(json).map_err(wrap),
-        (None, Some(vocab)) => BertTokenizer::from_vocab(vocab, true).map_err(wrap),
-        (None, None) => Err(EngineError::Unsupported(format!(
-            "{what}: no tokenizer.json or vocab.txt next to the weights"
-        ))),
-    }
+    })
+}
+
+fn load_tokenizer(
+    files: &ModelFiles,
+    config: &BertConfig,
+    what: &str,
+) -> Result<BertTokenizer, EngineError> {
+    shears_models::bert::load_tokenizer(files, config)
+        .map_err(|source| EngineError::Model {
+            what: what.to_string(),
+            source,
+        })?
+        .ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "{what}: no tokenizer.json or vocab.txt next to the weights"
+            ))
+        })
 }
 
 /// Runs a recipe in `opts.run_dir` (prepared by the caller) and returns what it produced.
@@ -330,18 +340,14 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
     check_head(kind, model_sec.head)?;
     let plain = opts.device.device()?;
     let files = model_files(&opts.base_dir, &model_sec.source, "model.source")?;
-    let tokenizer = load_tokenizer(&files, "model.source")?;
+    let base_config = read_config(&files, "model.source")?;
+    let tokenizer = load_tokenizer(&files, &base_config, "model.source")?;
     let eval_batch = training.eval_batch_size.unwrap_or(training.batch_size);
     if let TaskKind::Squad { v2 } = kind {
         let task = QuestionAnsweringTask::load(data, v2, &tokenizer, &opts.base_dir, eval_batch)?;
         return start_task(recipe, opts, plain, files, &task, |c| c, |_| Ok(()));
     }
     let splits = load_text_splits(data, kind, model_sec.num_labels, &opts.base_dir)?;
-    let base_config =
-        BertConfig::from_file(&files.config).map_err(|source| EngineError::Model {
-            what: "model.source".into(),
-            source,
-        })?;
     let num_labels = head_labels(kind, model_sec.num_labels, &base_config);
     let task = SequenceClassificationTask::new(
         kind,
@@ -784,7 +790,8 @@ fn drive<T: Task, O: Optimizer>(
     };
     let mut phase = "";
     let mut progress: Option<Progress> = None;
-    let mut phase_start = (Instant::now(), 0u64);
+    let mut phase_start = Instant::now();
+    let mut phase_examples = 0usize;
     let distill = plan.distill.clone();
 
     let evaluate = |model: &T::Model, sparsity: f64, t: u64| -> Result<EvalRecord, EngineError> {
@@ -882,7 +889,8 @@ fn drive<T: Task, O: Optimizer>(
                 log_every,
                 Some(Box::new(log.try_clone().map_err(io_err(&log_path))?)),
             ));
-            phase_start = (Instant::now(), t);
+            phase_start = Instant::now();
+            phase_examples = 0;
         }
         ctx.ad.seed(mix(seed, t));
         let epoch = t / spe;
@@ -953,15 +961,15 @@ fn drive<T: Task, O: Optimizer>(
         let grads = accumulator.grads();
         model = optim.step(lr, model, grads);
         step += 1;
-        let done_in_phase = (step - phase_start.1).max(1);
+        phase_examples += total_examples;
         if let Some(pr) = &mut progress {
-            let secs = phase_start.0.elapsed().as_secs_f64().max(1e-9);
+            let secs = phase_start.elapsed().as_secs_f64().max(1e-9);
             pr.step(StepStats {
                 step,
                 loss: loss_sum,
                 lr,
                 sparsity: optim.masks().sparsity(),
-                examples_per_sec: done_in_phase as f64 * (batch_size * accum) as f64 / secs,
+                examples_per_sec: phase_examples as f64 / secs,
             });
         }
         // Evaluation and checkpoints.
@@ -1294,7 +1302,7 @@ pub fn evaluate_model(
             what: spec.clone(),
             source,
         })?;
-    let tokenizer = load_tokenizer(&files, &spec)?;
+    let tokenizer = load_tokenizer(&files, &read_config(&files, &spec)?, &spec)?;
     let eval_batch = recipe
         .training
         .as_ref()

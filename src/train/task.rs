@@ -303,8 +303,6 @@ pub trait Task {
     fn train_lengths(&self) -> Vec<usize>;
     /// The batch of the training examples at `indices`, with tensors on `device`.
     fn batch(&self, indices: &[usize], device: &Device) -> Self::Batch;
-    /// Number of examples in `batch`.
-    fn batch_len(&self, batch: &Self::Batch) -> usize;
     /// The named outputs that distillation can use (`logits`; `start_logits`, `end_logits`).
     fn outputs(&self, model: &Self::Model, batch: &Self::Batch) -> Vec<(&'static str, Tensor<2>)>;
     /// The task loss of `outputs` on `batch`.
@@ -406,10 +404,6 @@ impl Task for SequenceClassificationTask {
     fn batch(&self, indices: &[usize], device: &Device) -> TextBatch {
         let items = indices.iter().map(|&i| self.train[i].clone()).collect();
         self.batcher.batch(items, device)
-    }
-
-    fn batch_len(&self, batch: &TextBatch) -> usize {
-        batch.input_ids.dims()[0]
     }
 
     fn outputs(&self, model: &Self::Model, batch: &TextBatch) -> Vec<(&'static str, Tensor<2>)> {
@@ -642,10 +636,6 @@ impl Task for QuestionAnsweringTask {
     fn batch(&self, indices: &[usize], device: &Device) -> SquadBatch {
         let items = indices.iter().map(|&i| self.train[i].clone()).collect();
         self.batcher.batch(items, device)
-    }
-
-    fn batch_len(&self, batch: &SquadBatch) -> usize {
-        batch.input_ids.dims()[0]
     }
 
     fn outputs(&self, model: &Self::Model, batch: &SquadBatch) -> Vec<(&'static str, Tensor<2>)> {

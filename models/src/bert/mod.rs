@@ -28,7 +28,9 @@ pub use heads::{
     QuestionAnsweringOutput, SequenceClassifierOutput,
 };
 pub use model::{BertInput, BertModel, BertModelOutput, l2_normalize, mean_pool};
-pub use pretrained::{BertArchitecture, Pretrained, load_pretrained, save_pretrained};
+pub use pretrained::{
+    BertArchitecture, Pretrained, load_pretrained, load_tokenizer, save_pretrained,
+};
 pub use source::{ModelFiles, ModelSource};
 pub use tokenizer::{BertTokenizer, Encoded, Truncation, TruncationStrategy};
 pub use weights::{Checkpoint, LoadReport};

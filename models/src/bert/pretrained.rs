@@ -82,7 +82,22 @@ pub fn load_pretrained<M: BertArchitecture>(
     let config = BertConfig::from_file(&files.config)?;
     let checkpoint = Checkpoint::read(&files.weights)?;
     let (model, report) = load_into(M::from_config(&config, device), &checkpoint)?;
-    let tokenizer = match (&files.tokenizer_json, &files.vocab_txt) {
+    let tokenizer = load_tokenizer(files, &config)?;
+    Ok(Pretrained {
+        model,
+        config,
+        tokenizer,
+        report,
+    })
+}
+
+/// The tokenizer of `files`: `tokenizer.json`, else `vocab.txt` (lowercasing unless
+/// `config.json` says `"do_lower_case": false`); `None` when the source has neither.
+pub fn load_tokenizer(
+    files: &ModelFiles,
+    config: &BertConfig,
+) -> Result<Option<BertTokenizer>, BertError> {
+    Ok(match (&files.tokenizer_json, &files.vocab_txt) {
         (Some(json), _) => Some(BertTokenizer::from_file(json)?),
         (None, Some(vocab)) => {
             let lowercase = config
@@ -93,12 +108,6 @@ pub fn load_pretrained<M: BertArchitecture>(
             Some(BertTokenizer::from_vocab(vocab, lowercase)?)
         }
         (None, None) => None,
-    };
-    Ok(Pretrained {
-        model,
-        config,
-        tokenizer,
-        report,
     })
 }
 
