@@ -13,6 +13,30 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// A model output that distillation can use (`distill_output_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKey {
+    /// Class logits `[batch, classes]` (classification and regression heads).
+    Logits,
+    /// Start-position logits `[batch, tokens]` (extractive QA).
+    StartLogits,
+    /// End-position logits `[batch, tokens]` (extractive QA).
+    EndLogits,
+}
+
+impl OutputKey {
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logits => "logits",
+            Self::StartLogits => "start_logits",
+            Self::EndLogits => "end_logits",
+        }
+    }
+}
 
 /// The KD term for one output (a scalar tensor).
 pub fn kd_loss<const D: usize>(

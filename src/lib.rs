@@ -6,6 +6,7 @@
 //!
 //! The models and the sparse kernels live in the `shears-models` crate.
 
+pub mod arch;
 pub mod data;
 pub mod device;
 pub mod distill;

@@ -18,7 +18,8 @@ use shears::train::engine::evaluate_model;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
-    /// Exported model directory.
+    /// Exported model directory (a run's `model/`, an HF directory), or a weights file
+    /// (`*.safetensors`, `*.pth`) of an image model.
     #[arg(long)]
     pub model: PathBuf,
     /// Recipe whose task and data are used.
@@ -40,7 +41,7 @@ pub fn execute(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot evaluate {}", args.model.display()))?;
     let out = serde_json::json!({
         "model": args.model.display().to_string(),
-        "task": recipe.data.as_ref().map(|d| d.task.clone()),
+        "task": recipe.data.as_ref().map(|d| d.task.to_string()),
         "examples": n,
         "metrics": metrics,
     });

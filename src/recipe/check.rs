@@ -77,13 +77,23 @@ fn model_params(recipe: &Recipe) -> Result<(PathBuf, Vec<ParamInfo>), String> {
     let Some(model) = &recipe.model else {
         return Err("the recipe has no `model` section".into());
     };
-    if model.source.starts_with("hf:") {
+    let Some(source) = &model.source else {
+        return Err(
+            "the model starts from a fresh initialisation (no `model.source`): its parameters are known once it is built"
+                .into(),
+        );
+    };
+    if source.starts_with("hf:") {
         return Err(format!(
-            "`{}` is on the Hugging Face Hub; parameters are listed for local model directories only",
-            model.source
+            "`{source}` is on the Hugging Face Hub; parameters are listed for local models only"
         ));
     }
-    let file = Path::new(&model.source).join("model.safetensors");
+    let path = Path::new(source);
+    let file = if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    };
     let tensors = read_safetensors_index(&file).map_err(|e| e.to_string())?;
     let params = tensors
         .into_iter()

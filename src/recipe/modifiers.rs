@@ -514,7 +514,7 @@ pub struct DistillationModifier {
     #[serde(default = "two")]
     pub temperature: f64,
     /// Model outputs to distil (`logits`; `start_logits`, `end_logits` for QA).
-    pub distill_output_keys: Option<Vec<String>>,
+    pub distill_output_keys: Option<Vec<crate::distill::OutputKey>>,
     /// Inputs passed to the teacher (default: the student's).
     pub teacher_input_keys: Option<Vec<String>>,
     /// From when, in epochs (default 0).

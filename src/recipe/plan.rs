@@ -33,6 +33,44 @@ pub struct PruningPlan {
     pub scope: Scope,
 }
 
+impl PruningPlan {
+    /// The magnitude masks of `selected` (parameters of `model`, named by `naming`) at the
+    /// schedule's target `target`: one global threshold or one per parameter (the plan's
+    /// scope), in the plan's structure. With per-group targets, each group's target scales
+    /// with `target` along the schedule (`init + (goal − init)·progress`).
+    pub fn masks<M: burn::module::Module>(
+        &self,
+        model: &M,
+        naming: &dyn crate::sparsity::params::ParamNaming,
+        selected: &[crate::sparsity::selection::ParamInfo],
+        target: f64,
+    ) -> Result<crate::sparsity::mask::MaskSet, crate::sparsity::mask::MaskError> {
+        use crate::sparsity::mask::{MaskSet, compute_module_masks};
+        let (kind, scope) = (self.mask, self.scope);
+        if self.groups.is_empty() {
+            return compute_module_masks(model, naming, selected, target, kind, scope);
+        }
+        let (init, fin) = (self.schedule.init_sparsity, self.schedule.final_sparsity);
+        let frac = if fin > init {
+            (target - init) / (fin - init)
+        } else {
+            1.0
+        };
+        let mut out = MaskSet::new();
+        for (goal, names) in &self.groups {
+            let group = crate::sparsity::selection::ParamSelector::new(names, &self.ignore)?
+                .select(selected)
+                .matched;
+            if group.is_empty() {
+                continue;
+            }
+            let t = init + (goal - init) * frac;
+            out.extend(compute_module_masks(model, naming, &group, t, kind, scope)?);
+        }
+        Ok(out)
+    }
+}
+
 /// `!ConstantPruningModifier`: freeze the zeros present at `start_step`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConstantPlan {
@@ -56,7 +94,7 @@ pub struct DistillPlan {
     /// Softmax temperature.
     pub temperature: f64,
     /// Outputs distilled (`logits` by default).
-    pub output_keys: Vec<String>,
+    pub output_keys: Vec<crate::distill::OutputKey>,
     /// First step with distillation.
     pub start_step: u64,
     /// First step without it again (`None`: to the end).
@@ -270,7 +308,7 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                     output_keys: d
                         .distill_output_keys
                         .clone()
-                        .unwrap_or_else(|| vec!["logits".into()]),
+                        .unwrap_or_else(|| vec![crate::distill::OutputKey::Logits]),
                     start_step: step(w.start),
                     end_step: w.end.map(step),
                 });

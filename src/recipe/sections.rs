@@ -4,15 +4,22 @@
 //! Paths in a recipe are relative to the directory `shears` runs in (the repository root
 //! for the shipped recipes), like the Hugging Face example scripts.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::data::glue::GlueTask;
 
 /// `model:` — the network to sparsify.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// A Hugging Face model directory (`config.json`, `model.safetensors` or
-    /// `pytorch_model.bin`, tokenizer files), or `hf:org/name[@revision]`.
-    pub source: String,
+    /// `pytorch_model.bin`, tokenizer files), `hf:org/name[@revision]`, a weights file
+    /// (`*.safetensors`, PyTorch `*.pth`/`*.bin`: image models), or a run's exported `model/`
+    /// directory. Absent: the model starts from a fresh initialisation (image models trained
+    /// from scratch; BERT needs a source for its config and tokenizer).
+    pub source: Option<String>,
     /// Which head runs on top of the encoder.
     #[serde(default)]
     pub head: HeadKind,
@@ -23,7 +30,139 @@ pub struct ModelSection {
     /// starts (so one recipe can fine-tune densely, then prune with the dense model as
     /// teacher, as in SparseML's `distill_teacher: self`). Never checkpointed with the
     /// student (a `self` teacher is re-created from its saved weights on resume).
-    pub teacher: Option<String>,
+    pub teacher: Option<TeacherSpec>,
+    /// The model family (image models): `resnet20`, `resnet32`, `resnet44`, `resnet56`,
+    /// `resnet110` (CIFAR layout; `-b` suffix for the 1×1-conv shortcut, e.g. `resnet20-b`),
+    /// `resnet18`, `resnet34`, `resnet50` (torchvision layout). BERT models need none: their
+    /// `config.json` says what they are.
+    pub architecture: Option<String>,
+}
+
+/// `model.teacher`: where the distillation teacher comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeacherSpec {
+    /// `self`: a frozen snapshot of the student taken when distillation starts.
+    SelfSnapshot,
+    /// A model directory, a weights file or `hf:org/name`.
+    Source(String),
+}
+
+impl<'de> Deserialize<'de> for TeacherSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(serde::de::Error::custom(
+                "`teacher` is empty: give a model directory, `hf:org/name` or `self`",
+            ));
+        }
+        Ok(if s == "self" {
+            Self::SelfSnapshot
+        } else {
+            Self::Source(s)
+        })
+    }
+}
+
+impl Serialize for TeacherSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::SelfSnapshot => s.serialize_str("self"),
+            Self::Source(p) => s.serialize_str(p),
+        }
+    }
+}
+
+/// The task named by `data.task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// `text-classification`: generic sentence(-pair) classification.
+    TextClassification,
+    /// `text-regression`: generic sentence(-pair) regression.
+    TextRegression,
+    /// `glue/<task>`.
+    Glue(GlueTask),
+    /// `squad` / `squad_v2` (extractive QA).
+    Squad {
+        /// SQuAD v2 (unanswerable questions).
+        v2: bool,
+    },
+    /// `image-classification`.
+    ImageClassification,
+}
+
+/// `data.task` is not a known task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownTask(String);
+
+impl TaskKind {
+    /// Parses a task name (`glue/sst2`, `squad_v2`, ...).
+    pub fn parse(name: &str) -> Result<Self, UnknownTask> {
+        Ok(match name {
+            "text-classification" => Self::TextClassification,
+            "text-regression" => Self::TextRegression,
+            "squad" => Self::Squad { v2: false },
+            "squad_v2" => Self::Squad { v2: true },
+            "image-classification" => Self::ImageClassification,
+            other => match other.strip_prefix("glue/") {
+                Some(t) => Self::Glue(GlueTask::from_name(t).ok_or_else(|| {
+                    UnknownTask(format!(
+                        "unknown GLUE task `{t}` (expected cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)"
+                    ))
+                })?),
+                None => {
+                    return Err(UnknownTask(format!(
+                        "unknown task `{other}` (expected text-classification, text-regression, glue/<task>, squad, squad_v2, image-classification)"
+                    )));
+                }
+            },
+        })
+    }
+
+    /// Whether the head predicts a real value.
+    pub fn is_regression(self) -> bool {
+        match self {
+            Self::TextRegression => true,
+            Self::Glue(t) => t.is_regression(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TextClassification => f.write_str("text-classification"),
+            Self::TextRegression => f.write_str("text-regression"),
+            Self::Glue(t) => write!(f, "glue/{}", t.name()),
+            Self::Squad { v2: false } => f.write_str("squad"),
+            Self::Squad { v2: true } => f.write_str("squad_v2"),
+            Self::ImageClassification => f.write_str("image-classification"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for TaskKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `data.label_from`: how labels are derived from a numeric label column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelFrom {
+    /// Negative → 0, positive → 1, zero dropped (classification only).
+    Sign,
+    /// The column's value: a class index, or a score for regression.
+    AsIs,
 }
 
 /// The head on top of the encoder.
@@ -45,7 +184,7 @@ pub enum HeadKind {
 pub struct DataSection {
     /// The task: `text-classification`, `text-regression`, `glue/<task>` (cola, sst2,
     /// mrpc, stsb, qqp, mnli, qnli, rte, wnli), `squad`, `squad_v2`, `image-classification`.
-    pub task: String,
+    pub task: TaskKind,
     /// Training file (TSV/CSV/JSONL/parquet/JSON, by extension) or directory.
     pub train: Option<String>,
     /// Dev file; when absent, a deterministic split of `train` (see `dev_fraction`).
@@ -62,7 +201,7 @@ pub struct DataSection {
     pub id_column: Option<String>,
     /// How labels are derived from a numeric label column: `sign` (negative → 0,
     /// positive → 1, zero dropped) or `as_is`.
-    pub label_from: Option<String>,
+    pub label_from: Option<LabelFrom>,
     /// Maximum tokens per input (default 128; 384 for SQuAD).
     pub max_seq_length: Option<usize>,
     /// Overlap between SQuAD windows (default 128).
@@ -103,6 +242,27 @@ pub struct TrainingSection {
     /// batches, and the batches shuffled. Less padding, same examples per epoch.
     #[serde(default)]
     pub group_by_length: bool,
+    /// SparseProp during training: `auto` (default) runs the sparse kernels for every
+    /// prunable layer whose weight is at least `sparseprop_min_sparsity` sparse, on CPU
+    /// devices; `on` does so on every device (GPUs take the dense masked path inside the
+    /// op); `off` keeps every layer dense. Layers are re-packed after each mask update.
+    #[serde(default)]
+    pub sparseprop: SparsePropMode,
+    /// The weight sparsity from which a layer runs SparseProp (default 0.8).
+    pub sparseprop_min_sparsity: Option<f64>,
+}
+
+/// `training.sparseprop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SparsePropMode {
+    /// Sparse kernels on CPU devices for layers sparse enough.
+    #[default]
+    Auto,
+    /// Sparse kernels for layers sparse enough, on any device.
+    On,
+    /// Always dense.
+    Off,
 }
 
 /// `optimizer:` — which optimizer, with HF-style explicit defaults.

@@ -125,6 +125,9 @@ pub enum Scope {
 /// Errors of mask computation and mask bookkeeping.
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
+    /// A parameter pattern (of a target group) is invalid.
+    #[error(transparent)]
+    Selection(#[from] super::selection::SelectionError),
     /// A sparsity target outside `[0, 1]` or not finite.
     #[error("sparsity target {value} is not in [0, 1]")]
     InvalidSparsity {

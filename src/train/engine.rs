@@ -1,6 +1,12 @@
 //! The training loop behind `shears run`: one loop for every [`Task`], driven step by step
 //! by the recipe's [`Plan`].
 //!
+//! The loop knows no model family: an [`Architecture`] loads, names, checkpoints and
+//! exports the model, a [`Task`] makes batches, outputs, losses and metrics, the
+//! [`Modifiers`] keep the masks (each with its [`Pruner`]), a [`StepRule`] turns the
+//! gradients of a [`GradientSource`] into new weights, and [`crate::train::sparse`] decides
+//! which layers run SparseProp. [`Trainer`] runs them as a short list of phases.
+//!
 //! At the start of optimizer step `t`:
 //! 1. every pruning modifier whose schedule updates at `t` recomputes its masks from the
 //!    current weights (magnitude; global or layer-wise; unstructured, N:M or blocks) at the
@@ -31,43 +37,45 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer, SgdConfig,
-    decay::WeightDecayConfig, momentum::MomentumConfig,
-};
-use burn::tensor::{Device, Tensor};
+use burn::optim::Optimizer;
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use shears_models::bert::weights::{Checkpoint, export_safetensors, load_into};
-use shears_models::bert::{
-    BertArchitecture, BertConfig, BertError, BertForQuestionAnswering,
-    BertForSequenceClassification, BertTokenizer, ModelFiles, ModelSource, save_pretrained,
-};
+use shears_models::bert::{BertForQuestionAnswering, BertForSequenceClassification, ModelSource};
 
+use super::TrainError;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
+use super::grads::GradientSource;
+use super::grads::{BatchGradients, Distilling};
+use super::modifiers::Modifiers;
+#[allow(unused_imports)]
+use super::modifiers::Pruner;
+use super::optim::{OptimizerVisitor, with_optimizer};
 use super::order::{batch, batches_per_epoch, epoch_order, mix};
 use super::progress::{Progress, StepStats, format_duration};
 use super::report::{RunReport, SparsitySummary};
+use super::sparse::SparsePolicy;
+use super::step::{PlainStep, StepRule};
 use super::task::{
     Metrics, QuestionAnsweringTask, SequenceClassificationTask, Task, TaskError, TaskKind,
     head_labels, load_text_splits,
 };
-use super::{TrainError, check_finite_loss};
+use super::teacher::Teacher;
+use crate::arch::bert::{BertFamily, model_files};
+use crate::arch::{ArchError, Architecture};
 use crate::data::batch::length_bucketed_order;
 use crate::device::{DeviceKind, DeviceUnavailable};
-use crate::distill::{combine, kd_loss};
 use crate::recipe::Recipe;
-use crate::recipe::plan::{ConstantPlan, Plan, PlanError, PruningPlan, plan};
-use crate::recipe::sections::{HeadKind, OptimizerKind, OptimizerSection};
+use crate::recipe::plan::{Plan, PlanError, plan};
+use crate::recipe::sections::{HeadKind, TeacherSpec, TrainingSection};
 use crate::run_dir::{RunDirError, write_atomic};
-use crate::sparsity::checkpoint::{MaskFileError, load_masks, save_masks};
+use crate::schedule::lr::LrSchedule;
+use crate::sparsity::checkpoint::MaskFileError;
 use crate::sparsity::enforce::{EnforceError, MaskedOptimizer, OptimStateError};
-use crate::sparsity::mask::{
-    Mask, MaskError, MaskSet, compute_module_masks, module_masks_from_nonzero, read_values,
-};
-use crate::sparsity::params::{HfNames, list_params};
+use crate::sparsity::mask::{MaskError, read_values};
+use crate::sparsity::params::list_params;
 use crate::sparsity::report::{ReportError, SparsityReport};
-use crate::sparsity::selection::{ParamInfo, ParamSelector, SelectionError};
+use crate::sparsity::selection::{ParamInfo, SelectionError};
 
 /// How to run a recipe.
 #[derive(Debug, Clone)]
@@ -137,21 +145,22 @@ pub enum EngineError {
     /// A section a run needs is missing.
     #[error("the recipe has no `{0}:` section, which a run needs")]
     MissingSection(&'static str),
-    /// The recipe asks for something the engine does not run yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The recipe's head does not fit its task.
+    #[error("model.head: {task} needs `head: {needs}` (the recipe says `{found}`)")]
+    Head {
+        /// The task.
+        task: TaskKind,
+        /// The head it needs.
+        needs: &'static str,
+        /// The recipe's head.
+        found: &'static str,
+    },
     /// The data or the metrics failed.
     #[error(transparent)]
     Task(#[from] TaskError),
-    /// A model (student or teacher) could not be loaded or saved.
-    #[error("{what}: {source}")]
-    Model {
-        /// Which model and where.
-        what: String,
-        /// The cause.
-        #[source]
-        source: BertError,
-    },
+    /// A model (student, teacher, checkpoint or export) could not be loaded or saved.
+    #[error(transparent)]
+    Model(#[from] ArchError),
     /// The recipe cannot be turned into step schedules.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -231,99 +240,63 @@ pub fn recipe_digest(recipe: &Recipe) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn resolve_path(base: &Path, spec: &str) -> String {
-    if spec.starts_with("hf:") || Path::new(spec).is_absolute() {
-        spec.to_string()
-    } else {
-        base.join(spec).display().to_string()
+// ---------------------------------------------------------------------------------------
+// Task dispatch: the one place that maps a recipe's task to a model family and a task.
+
+/// Receives the model family and the task a recipe names.
+pub(crate) trait TaskVisitor {
+    /// What the visit produces.
+    type Output;
+    /// Called once with the recipe's family and task.
+    fn visit<A: Architecture, T: Task<Model = A::Model>>(
+        self,
+        arch: A,
+        task: T,
+    ) -> Result<Self::Output, EngineError>;
+}
+
+/// Which model a task is prepared for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ModelAt<'a> {
+    /// The recipe's `model.source` (training).
+    Recipe,
+    /// An exported model directory or weights file (`shears eval`).
+    Export(&'a Path),
+}
+
+fn head_name(h: HeadKind) -> &'static str {
+    match h {
+        HeadKind::Classification => "classification",
+        HeadKind::Qa => "qa",
+        HeadKind::None => "none",
     }
 }
 
-fn model_files(base: &Path, spec: &str, what: &str) -> Result<ModelFiles, EngineError> {
-    let resolved = resolve_path(base, spec);
-    ModelSource::parse(&resolved)
-        .and_then(|s| s.resolve())
-        .map_err(|source| EngineError::Model {
-            what: format!("{what} `{spec}`"),
-            source,
-        })
-}
-
-/// Loads a model of architecture `M` from `files`, with the config adjusted by `adjust`.
-///
-/// With `fresh_head`, task-head tensors (`classifier.*`, `qa_outputs.*`) whose shape does not
-/// fit the task (a checkpoint fine-tuned for another label count) are dropped with a warning
-/// and the head keeps its fresh initialisation, like `ignore_mismatched_sizes=True` in
-/// `transformers`; any other mismatch is an error.
-fn load_model<M: BertArchitecture>(
-    files: &ModelFiles,
-    device: &Device,
-    what: &str,
-    fresh_head: bool,
-    adjust: impl FnOnce(BertConfig) -> BertConfig,
-) -> Result<(M, BertConfig), EngineError> {
-    let wrap = |source| EngineError::Model {
-        what: what.to_string(),
-        source,
+/// The head a task needs.
+fn check_head(kind: TaskKind, head: HeadKind) -> Result<(), EngineError> {
+    let needs = match kind {
+        TaskKind::Squad { .. } => HeadKind::Qa,
+        _ => HeadKind::Classification,
     };
-    let config = adjust(BertConfig::from_file(&files.config).map_err(wrap)?);
-    let mut checkpoint = Checkpoint::read(&files.weights).map_err(wrap)?;
-    loop {
-        match load_into(M::from_config(&config, device), &checkpoint) {
-            Ok((model, report)) => {
-                if !report.initialized.is_empty() {
-                    log::info!(
-                        "{what}: freshly initialised (not in the checkpoint): {}",
-                        report.initialized.join(", ")
-                    );
-                }
-                return Ok((model, config));
-            }
-            Err(BertError::ShapeMismatch {
-                key,
-                expected,
-                found,
-                ..
-            }) if fresh_head
-                && (key.starts_with("classifier.") || key.starts_with("qa_outputs."))
-                && checkpoint.remove(&key).is_some() =>
-            {
-                eprintln!(
-                    "warning: {what}: `{key}` has shape {found:?} in the checkpoint, the task needs {expected:?}: \
-                     the head is initialised afresh"
-                );
-            }
-            Err(e) => return Err(wrap(e)),
-        }
+    if head == needs {
+        Ok(())
+    } else {
+        Err(EngineError::Head {
+            task: kind,
+            needs: head_name(needs),
+            found: head_name(head),
+        })
     }
 }
 
-fn read_config(files: &ModelFiles, what: &str) -> Result<BertConfig, EngineError> {
-    BertConfig::from_file(&files.config).map_err(|source| EngineError::Model {
-        what: what.to_string(),
-        source,
-    })
-}
-
-fn load_tokenizer(
-    files: &ModelFiles,
-    config: &BertConfig,
-    what: &str,
-) -> Result<BertTokenizer, EngineError> {
-    shears_models::bert::load_tokenizer(files, config)
-        .map_err(|source| EngineError::Model {
-            what: what.to_string(),
-            source,
-        })?
-        .ok_or_else(|| {
-            EngineError::Unsupported(format!(
-                "{what}: no tokenizer.json or vocab.txt next to the weights"
-            ))
-        })
-}
-
-/// Runs a recipe in `opts.run_dir` (prepared by the caller) and returns what it produced.
-pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError> {
+/// Builds the family and the task of `recipe` (files relative to `base`) and hands them to
+/// `visitor`.
+pub(crate) fn dispatch<V: TaskVisitor>(
+    recipe: &Recipe,
+    base: &Path,
+    at: ModelAt<'_>,
+    visitor: V,
+) -> Result<V::Output, EngineError> {
     let model_sec = recipe
         .model
         .as_ref()
@@ -332,33 +305,58 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
         .data
         .as_ref()
         .ok_or(EngineError::MissingSection("data"))?;
-    let training = recipe
+    let kind = data.task;
+    check_head(kind, model_sec.head)?;
+    let eval_batch = recipe
         .training
         .as_ref()
-        .ok_or(EngineError::MissingSection("training"))?;
-    let kind = TaskKind::parse(&data.task)?;
-    check_head(kind, model_sec.head)?;
-    let plain = opts.device.device()?;
-    let files = model_files(&opts.base_dir, &model_sec.source, "model.source")?;
-    let base_config = read_config(&files, "model.source")?;
-    let tokenizer = load_tokenizer(&files, &base_config, "model.source")?;
-    let eval_batch = training.eval_batch_size.unwrap_or(training.batch_size);
-    if let TaskKind::Squad { v2 } = kind {
-        let task = QuestionAnsweringTask::load(data, v2, &tokenizer, &opts.base_dir, eval_batch)?;
-        return start_task(recipe, opts, plain, files, &task, |c| c, |_| Ok(()));
+        .map_or(64, |t| t.eval_batch_size.unwrap_or(t.batch_size));
+    if kind == TaskKind::ImageClassification {
+        return crate::arch::resnet::dispatch_image(recipe, base, at, eval_batch, visitor);
     }
-    let splits = load_text_splits(data, kind, model_sec.num_labels, &opts.base_dir)?;
-    let num_labels = head_labels(kind, model_sec.num_labels, &base_config);
-    let task = SequenceClassificationTask::new(
-        kind,
-        &splits,
-        &tokenizer,
-        data.max_seq_length.unwrap_or(128),
-        num_labels,
-        eval_batch,
-    )?;
+    let (files, what) = match at {
+        ModelAt::Recipe => {
+            let spec = model_sec.source.as_deref().ok_or_else(|| {
+                EngineError::Model(ArchError::Config {
+                    field: "source",
+                    message: "BERT models need a source (a model directory or hf:org/name)".into(),
+                })
+            })?;
+            (
+                model_files(base, spec, "model.source")?,
+                "model.source".to_string(),
+            )
+        }
+        ModelAt::Export(dir) => {
+            let what = format!("--model {}", dir.display());
+            let files = ModelSource::Local(dir.to_path_buf())
+                .resolve()
+                .map_err(|source| ArchError::Bert {
+                    what: what.clone(),
+                    source,
+                })?;
+            (files, what)
+        }
+    };
+    if let TaskKind::Squad { v2 } = kind {
+        let arch = BertFamily::<BertForQuestionAnswering>::open(files, &what, |c| c)?;
+        let task = QuestionAnsweringTask::load(data, v2, arch.tokenizer(), base, eval_batch)?;
+        return visitor.visit(arch, task);
+    }
+    let probe = BertFamily::<BertForSequenceClassification>::open(files.clone(), &what, |c| c)?;
+    let num_labels = head_labels(kind, model_sec.num_labels, probe.config());
+    if let ModelAt::Export(_) = at
+        && probe.config().num_labels() != num_labels
+    {
+        return Err(EngineError::Model(ArchError::TeacherHead {
+            what,
+            expected: num_labels,
+            found: probe.config().num_labels(),
+        }));
+    }
+    let splits = load_text_splits(data, kind, Some(num_labels), base)?;
     let regression = kind.is_regression();
-    let adjust = move |c: BertConfig| {
+    let arch = BertFamily::<BertForSequenceClassification>::open(files, &what, move |c| {
         let mut c = c.with_num_labels(num_labels);
         c.problem_type = Some(if regression {
             shears_models::bert::ProblemType::Regression
@@ -366,230 +364,86 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
             shears_models::bert::ProblemType::SingleLabelClassification
         });
         c
-    };
-    let teacher_ok = |t: &BertForSequenceClassification| {
-        if t.num_labels() == num_labels {
-            Ok(())
-        } else {
-            Err(format!(
-                "it has {} labels, the student {num_labels}",
-                t.num_labels()
-            ))
-        }
-    };
-    start_task(recipe, opts, plain, files, &task, adjust, teacher_ok)
+    })?;
+    let task = SequenceClassificationTask::new(
+        kind,
+        &splits,
+        arch.tokenizer(),
+        data.max_seq_length.unwrap_or(128),
+        num_labels,
+        eval_batch,
+    )?;
+    visitor.visit(arch, task)
 }
 
-/// The head a task needs.
-fn check_head(kind: TaskKind, head: HeadKind) -> Result<(), EngineError> {
-    match (kind, head) {
-        (
-            TaskKind::TextClassification | TaskKind::TextRegression | TaskKind::Glue(_),
-            HeadKind::Classification,
-        )
-        | (TaskKind::Squad { .. }, HeadKind::Qa) => Ok(()),
-        (TaskKind::ImageClassification, _) => Err(EngineError::Unsupported(
-            "image classification is not run by the training engine yet".into(),
-        )),
-        (TaskKind::Squad { .. }, h) => Err(EngineError::Unsupported(format!(
-            "data.task squad/squad_v2 needs model.head: qa (the recipe says {h:?})"
-        ))),
-        (_, h) => Err(EngineError::Unsupported(format!(
-            "sentence tasks need model.head: classification (the recipe says {h:?})"
-        ))),
+// ---------------------------------------------------------------------------------------
+// Training.
+
+/// Runs a recipe in `opts.run_dir` (prepared by the caller) and returns what it produced.
+pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError> {
+    if recipe.training.is_none() {
+        return Err(EngineError::MissingSection("training"));
     }
-}
-
-/// Loads student and teacher for `task` and runs the loop with the recipe's optimizer.
-fn start_task<T: Task>(
-    recipe: &Recipe,
-    opts: &EngineOptions,
-    plain: Device,
-    files: ModelFiles,
-    task: &T,
-    adjust: impl FnOnce(BertConfig) -> BertConfig,
-    teacher_ok: impl Fn(&T::Model) -> Result<(), String>,
-) -> Result<RunEnd, EngineError> {
-    let model_sec = recipe.model.as_ref().expect("checked by run");
-    let training = recipe.training.as_ref().expect("checked by run");
-    let ad = plain.clone().autodiff();
-    plain.seed(training.seed);
-    let (model, config) = load_model::<T::Model>(&files, &ad, "model.source", true, adjust)?;
-    let teacher = match model_sec.teacher.as_deref() {
-        None => TeacherSource::None,
-        Some("self") => TeacherSource::SelfSnapshot,
-        Some(spec) => {
-            let tfiles = model_files(&opts.base_dir, spec, "model.teacher")?;
-            let what = format!("model.teacher `{spec}`");
-            let (t, _) = load_model::<T::Model>(&tfiles, &plain, &what, false, |c| c)?;
-            teacher_ok(&t).map_err(|m| EngineError::Unsupported(format!("{what}: {m}")))?;
-            TeacherSource::Loaded(t)
-        }
-    };
-    let ctx = Context {
+    dispatch(
         recipe,
-        opts,
-        plain,
-        ad,
-        config,
-        files,
-        task_name: recipe
-            .data
-            .as_ref()
-            .map(|d| d.task.clone())
-            .unwrap_or_default(),
-    };
-    let optimizer = recipe
-        .optimizer
-        .clone()
-        .ok_or(EngineError::MissingSection("optimizer"))?;
-    match optimizer.name {
-        OptimizerKind::Adamw => drive(&ctx, task, model, teacher, adamw(&optimizer)),
-        OptimizerKind::Adam => drive(&ctx, task, model, teacher, adam(&optimizer)),
-        OptimizerKind::Sgd => drive(&ctx, task, model, teacher, sgd(&optimizer)),
-    }
+        &opts.base_dir,
+        ModelAt::Recipe,
+        Train { recipe, opts },
+    )
 }
 
-fn decay(o: &OptimizerSection) -> Option<WeightDecayConfig> {
-    (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32))
-}
-
-/// AdamW with the recipe's values and HF's defaults (eps 1e-8), not burn's (eps 1e-5,
-/// weight decay 1e-4).
-fn adamw(o: &OptimizerSection) -> impl Optimizer {
-    AdamWConfig::new()
-        .with_beta_1(o.betas[0] as f32)
-        .with_beta_2(o.betas[1] as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .build()
-}
-
-fn adam(o: &OptimizerSection) -> impl Optimizer {
-    AdamConfig::new()
-        .with_beta_1(o.betas[0] as f32)
-        .with_beta_2(o.betas[1] as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(decay(o))
-        .build()
-}
-
-/// SGD as PyTorch defines it (dampening 0, burn's default is 0.1).
-fn sgd(o: &OptimizerSection) -> impl Optimizer {
-    let momentum = (o.momentum > 0.0).then(|| {
-        MomentumConfig::new()
-            .with_momentum(o.momentum)
-            .with_dampening(0.0)
-            .with_nesterov(o.nesterov)
-    });
-    SgdConfig::new()
-        .with_momentum(momentum)
-        .with_weight_decay(decay(o))
-        .build()
-}
-
-enum TeacherSource<M> {
-    None,
-    SelfSnapshot,
-    Loaded(M),
-}
-
-struct Context<'a> {
+struct Train<'a> {
     recipe: &'a Recipe,
     opts: &'a EngineOptions,
-    plain: Device,
-    ad: Device,
-    config: BertConfig,
-    files: ModelFiles,
-    task_name: String,
 }
 
-/// A pruning modifier at run time.
-struct PruneState {
-    plan: PruningPlan,
-    selected: Vec<ParamInfo>,
-    masks: Option<MaskSet>,
-}
+impl TaskVisitor for Train<'_> {
+    type Output = RunEnd;
 
-/// A constant-pruning modifier at run time.
-struct ConstantState {
-    plan: ConstantPlan,
-    selected: Vec<ParamInfo>,
-    masks: Option<MaskSet>,
-}
-
-fn select(
-    all: &[ParamInfo],
-    label: &str,
-    params: &[String],
-    ignore: &[String],
-) -> Result<Vec<ParamInfo>, EngineError> {
-    let selection = ParamSelector::new(params, ignore)?.select(all);
-    if selection.matched.is_empty() {
-        return Err(EngineError::NothingSelected {
-            modifier: label.to_string(),
-            patterns: params.join(", "),
-        });
-    }
-    Ok(selection.matched)
-}
-
-impl PruneState {
-    /// The masks at target `target` (the schedule's value; groups scale with it).
-    fn compute<M: Module>(&self, model: &M, target: f64) -> Result<MaskSet, EngineError> {
-        let err = |source| EngineError::Mask {
-            modifier: self.plan.label.clone(),
-            source,
-        };
-        let (kind, scope) = (self.plan.mask, self.plan.scope);
-        if self.plan.groups.is_empty() {
-            return compute_module_masks(model, &HfNames, &self.selected, target, kind, scope)
-                .map_err(err);
-        }
-        let (init, fin) = (
-            self.plan.schedule.init_sparsity,
-            self.plan.schedule.final_sparsity,
-        );
-        let frac = if fin > init {
-            (target - init) / (fin - init)
-        } else {
-            1.0
-        };
-        let mut out = MaskSet::new();
-        for (goal, names) in &self.plan.groups {
-            let group = ParamSelector::new(names, &self.plan.ignore)?
-                .select(&self.selected)
-                .matched;
-            if group.is_empty() {
-                continue;
-            }
-            let t = init + (goal - init) * frac;
-            out.extend(compute_module_masks(model, &HfNames, &group, t, kind, scope).map_err(err)?);
-        }
-        Ok(out)
+    fn visit<A: Architecture, T: Task<Model = A::Model>>(
+        self,
+        arch: A,
+        task: T,
+    ) -> Result<RunEnd, EngineError> {
+        let optimizer = self
+            .recipe
+            .optimizer
+            .clone()
+            .ok_or(EngineError::MissingSection("optimizer"))?;
+        with_optimizer(
+            &optimizer,
+            StartTrainer {
+                recipe: self.recipe,
+                opts: self.opts,
+                arch,
+                task,
+            },
+        )
     }
 }
 
-/// The union of mask sets: a coordinate is pruned when any set prunes it.
-fn union(sets: impl IntoIterator<Item = MaskSet>) -> Result<MaskSet, MaskError> {
-    let mut out = MaskSet::new();
-    for set in sets {
-        for (name, mask) in set.iter() {
-            let merged = match out.get(name) {
-                Some(prev) if prev.shape() == mask.shape() => Mask::new(
-                    mask.shape().to_vec(),
-                    prev.keep()
-                        .iter()
-                        .zip(mask.keep())
-                        .map(|(a, b)| *a && *b)
-                        .collect(),
-                )?,
-                _ => mask.clone(),
-            };
-            out.insert(name.to_string(), merged);
-        }
+struct StartTrainer<'a, A, T> {
+    recipe: &'a Recipe,
+    opts: &'a EngineOptions,
+    arch: A,
+    task: T,
+}
+
+impl<A: Architecture, T: Task<Model = A::Model>> OptimizerVisitor for StartTrainer<'_, A, T> {
+    type Output = Result<RunEnd, EngineError>;
+
+    fn visit<O: Optimizer>(self, optim: MaskedOptimizer<O>) -> Self::Output {
+        let (model, mut trainer) = Trainer::setup(
+            self.recipe,
+            self.opts,
+            self.arch,
+            &self.task,
+            optim,
+            PlainStep,
+        )?;
+        let model = trainer.resume(model)?;
+        trainer.train(model)
     }
-    Ok(out)
 }
 
 const MODEL_FILE: &str = "model.safetensors";
@@ -597,648 +451,627 @@ const OPTIM_FILE: &str = "optimizer.safetensors";
 const HISTORY_FILE: &str = "history.json";
 const TEACHER_DIR: &str = "teacher-self";
 
-fn mask_file(prefix: &str, i: usize) -> String {
-    format!("masks-{prefix}-{i}.safetensors")
+/// Appends lines to `train.log`.
+struct RunLog {
+    file: std::fs::File,
+    path: PathBuf,
 }
 
-#[allow(clippy::too_many_lines)]
-fn drive<T: Task, O: Optimizer>(
-    ctx: &Context<'_>,
-    task: &T,
-    mut model: T::Model,
-    teacher: TeacherSource<T::Model>,
-    optimizer: O,
-) -> Result<RunEnd, EngineError> {
-    let recipe = ctx.recipe;
-    let training = recipe.training.as_ref().expect("checked by run");
-    let run_dir = &ctx.opts.run_dir;
-    let accum = training.gradient_accumulation_steps.max(1);
-    let batch_size = training.batch_size.max(1);
-    let n = task.train_len();
-    let micro_batches = batches_per_epoch(n, batch_size);
-    let spe = micro_batches.div_ceil(accum) as u64;
-    let plan: Plan = plan(recipe, spe)?;
-    let lr_schedule = plan.lr.clone().ok_or(PlanError::NoLearningRate)?;
-    let end = training
-        .max_steps
-        .map_or(plan.total_steps, |m| m.min(plan.total_steps));
-    let seed = training.seed;
-    let digest = recipe_digest(recipe);
-
-    let all_params = list_params(&model, &HfNames);
-    let mut prune: Vec<PruneState> = plan
-        .pruning
-        .iter()
-        .map(|p| {
-            Ok(PruneState {
-                plan: p.clone(),
-                selected: select(&all_params, &p.label, &p.params, &p.ignore)?,
-                masks: None,
-            })
-        })
-        .collect::<Result<_, EngineError>>()?;
-    let mut constant: Vec<ConstantState> = plan
-        .constant
-        .iter()
-        .map(|c| {
-            Ok(ConstantState {
-                plan: c.clone(),
-                selected: select(&all_params, &c.label, &c.params, &c.ignore)?,
-                masks: None,
-            })
-        })
-        .collect::<Result<_, EngineError>>()?;
-    let pruned_names: Vec<String> = {
-        let mut v: Vec<String> = prune
-            .iter()
-            .flat_map(|p| p.selected.iter().map(|i| i.name.clone()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let target = plan
-        .pruning
-        .iter()
-        .map(|p| p.schedule.final_sparsity)
-        .fold(0.0, f64::max);
-    let first_prune = prune.iter().map(|p| p.plan.schedule.start_step).min();
-
-    let mut optim = MaskedOptimizer::new(optimizer).with_naming(HfNames);
-    if let Some(max) = training.max_grad_norm {
-        optim = optim.with_max_grad_norm(max);
+impl RunLog {
+    fn open(path: PathBuf) -> Result<Self, EngineError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(Self { file, path })
     }
-    let store = CheckpointStore::new(run_dir, 2);
-    let mut teacher = teacher;
-    let mut history: Vec<EvalRecord> = Vec::new();
-    let mut step = 0u64;
-    let mut wall_before = 0.0f64;
 
-    if ctx.opts.resume {
-        let Some((dir, state)) = store.latest()? else {
-            return Err(EngineError::Resume {
-                dir: run_dir.clone(),
-                message: "it has no complete checkpoint".into(),
-            });
+    fn line(&mut self, line: &str) {
+        let _ = writeln!(self.file, "{line}");
+    }
+
+    fn handle(&self) -> Result<Box<dyn Write + Send>, EngineError> {
+        Ok(Box::new(self.file.try_clone().map_err(io_err(&self.path))?))
+    }
+}
+
+/// The progress bar of the current phase (`dense`, `prune`, `recover`, `train`).
+struct Phase {
+    name: &'static str,
+    progress: Option<Progress>,
+    started: Instant,
+    examples: usize,
+}
+
+/// One training run: the recipe's plan, the model family and task, the masking modifiers,
+/// the optimizer and step rule, the teacher, and the run directory's state.
+struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer, R> {
+    recipe: &'a Recipe,
+    opts: &'a EngineOptions,
+    training: &'a TrainingSection,
+    arch: A,
+    task: &'a T,
+    plain: Device,
+    ad: Device,
+    plan: Plan,
+    lr: LrSchedule,
+    spe: u64,
+    end: u64,
+    accum: usize,
+    batch_size: usize,
+    micro_batches: usize,
+    digest: String,
+    all_params: Vec<ParamInfo>,
+    modifiers: Modifiers<A::Model>,
+    optim: MaskedOptimizer<O>,
+    rule: R,
+    sparse: SparsePolicy,
+    teacher: Teacher<A::Model>,
+    store: CheckpointStore,
+    history: Vec<EvalRecord>,
+    step: u64,
+    session_start: u64,
+    wall_before: f64,
+    started: Instant,
+    log: RunLog,
+    phase: Phase,
+    order: Option<(u64, Vec<usize>)>,
+    lengths: Vec<usize>,
+}
+
+impl<'a, A, T, O, R> Trainer<'a, A, T, O, R>
+where
+    A: Architecture,
+    T: Task<Model = A::Model>,
+    O: Optimizer,
+    R: StepRule<A::Model>,
+{
+    /// Loads the student (and a teacher directory), plans the schedules and prepares the
+    /// modifiers, the optimizer and the run directory.
+    fn setup(
+        recipe: &'a Recipe,
+        opts: &'a EngineOptions,
+        arch: A,
+        task: &'a T,
+        optim: MaskedOptimizer<O>,
+        rule: R,
+    ) -> Result<(A::Model, Self), EngineError> {
+        let training = recipe
+            .training
+            .as_ref()
+            .ok_or(EngineError::MissingSection("training"))?;
+        let plain = opts.device.device()?;
+        let ad = plain.clone().autodiff();
+        plain.seed(training.seed);
+        let model = arch.load_student(&ad)?;
+        let teacher = match recipe.model.as_ref().and_then(|m| m.teacher.as_ref()) {
+            None => Teacher::None,
+            Some(TeacherSpec::SelfSnapshot) => Teacher::PendingSnapshot,
+            Some(TeacherSpec::Source(spec)) => Teacher::loaded(
+                arch.load_teacher(&crate::arch::resolve_path(&opts.base_dir, spec), &plain)?,
+            ),
         };
-        if state.recipe_sha256 != digest {
-            return Err(EngineError::Resume {
-                dir: run_dir.clone(),
-                message:
-                    "the recipe (after --set overrides) differs from the one the run started with; \
-                          resume with the same recipe and overrides"
-                        .into(),
-            });
+        let accum = training.gradient_accumulation_steps.max(1);
+        let batch_size = training.batch_size.max(1);
+        let micro_batches = batches_per_epoch(task.train_len(), batch_size);
+        let spe = micro_batches.div_ceil(accum) as u64;
+        let plan: Plan = plan(recipe, spe)?;
+        let lr = plan.lr.clone().ok_or(PlanError::NoLearningRate)?;
+        let end = training
+            .max_steps
+            .map_or(plan.total_steps, |m| m.min(plan.total_steps));
+        let naming = arch.naming();
+        let all_params = list_params(&model, &naming);
+        let modifiers = Modifiers::new(&plan, &all_params)?;
+        let mut optim = optim.with_naming(naming);
+        if let Some(max) = training.max_grad_norm {
+            optim = optim.with_max_grad_norm(max);
         }
-        if state.steps_per_epoch != spe {
-            return Err(EngineError::Resume {
-                dir: run_dir.clone(),
-                message: format!(
-                    "the data give {spe} steps per epoch, the checkpoint {}: the data changed",
-                    state.steps_per_epoch
-                ),
-            });
+        let run_dir = &opts.run_dir;
+        let sparse = SparsePolicy::from_recipe(training);
+        let trainer = Self {
+            recipe,
+            opts,
+            training,
+            task,
+            plain,
+            ad,
+            spe,
+            end,
+            accum,
+            batch_size,
+            micro_batches,
+            digest: recipe_digest(recipe),
+            all_params,
+            modifiers,
+            optim,
+            rule,
+            sparse,
+            teacher,
+            store: CheckpointStore::new(run_dir, 2),
+            history: Vec::new(),
+            step: 0,
+            session_start: 0,
+            wall_before: 0.0,
+            started: Instant::now(),
+            log: RunLog::open(run_dir.join("train.log"))?,
+            phase: Phase {
+                name: "",
+                progress: None,
+                started: Instant::now(),
+                examples: 0,
+            },
+            order: None,
+            lengths: task.train_lengths(),
+            lr,
+            plan,
+            arch,
+        };
+        Ok((model, trainer))
+    }
+
+    fn resume_error(&self, message: impl Into<String>) -> EngineError {
+        EngineError::Resume {
+            dir: self.opts.run_dir.clone(),
+            message: message.into(),
         }
-        let ckpt = Checkpoint::read(dir.join(MODEL_FILE)).map_err(|source| EngineError::Model {
-            what: format!("checkpoint {}", dir.display()),
-            source,
-        })?;
-        model = load_into(model, &ckpt)
-            .map_err(|source| EngineError::Model {
-                what: format!("checkpoint {}", dir.display()),
-                source,
-            })?
-            .0;
-        for (i, p) in prune.iter_mut().enumerate() {
-            let f = dir.join(mask_file("prune", i));
-            p.masks = if f.is_file() {
-                Some(load_masks(&f)?)
-            } else {
-                None
-            };
+    }
+
+    /// With `--resume`: weights, modifier states, masks, optimizer and rule state, history
+    /// and the teacher snapshot from the latest complete checkpoint.
+    fn resume(&mut self, mut model: A::Model) -> Result<A::Model, EngineError> {
+        if !self.opts.resume {
+            return Ok(model);
         }
-        for (i, c) in constant.iter_mut().enumerate() {
-            let f = dir.join(mask_file("constant", i));
-            c.masks = if f.is_file() {
-                Some(load_masks(&f)?)
-            } else {
-                None
-            };
+        let Some((dir, state)) = self.store.latest()? else {
+            return Err(self.resume_error("it has no complete checkpoint"));
+        };
+        if state.recipe_sha256 != self.digest {
+            return Err(self.resume_error(
+                "the recipe (after --set overrides) differs from the one the run started with; \
+                 resume with the same recipe and overrides",
+            ));
         }
-        let enforced = enforced_masks(&prune, &constant, state.step)?;
-        model = optim.set_masks(model, enforced)?;
-        optim.load_state(&model, &dir.join(OPTIM_FILE))?;
+        if state.steps_per_epoch != self.spe {
+            return Err(self.resume_error(format!(
+                "the data give {} steps per epoch, the checkpoint {}: the data changed",
+                self.spe, state.steps_per_epoch
+            )));
+        }
+        model = self.arch.load_weights(model, &dir.join(MODEL_FILE))?;
+        for m in self.modifiers.states_mut() {
+            m.restore(&dir)?;
+        }
+        let enforced = self.modifiers.enforced(state.step)?;
+        model = self.optim.set_masks(model, enforced)?;
+        self.optim.load_state(&model, &dir.join(OPTIM_FILE))?;
+        self.rule.load_state(&dir)?;
         let h = dir.join(HISTORY_FILE);
-        history = serde_json::from_slice(&std::fs::read(&h).map_err(io_err(&h))?).map_err(|e| {
-            EngineError::Resume {
-                dir: run_dir.clone(),
-                message: format!("{}: {e}", h.display()),
-            }
-        })?;
-        if matches!(teacher, TeacherSource::SelfSnapshot)
-            && let Some(d) = &plan.distill
+        self.history = serde_json::from_slice(&std::fs::read(&h).map_err(io_err(&h))?)
+            .map_err(|e| self.resume_error(format!("{}: {e}", h.display())))?;
+        if matches!(self.teacher, Teacher::PendingSnapshot)
+            && let Some(d) = &self.plan.distill
             && state.step > d.start_step
         {
-            let tdir = run_dir.join(TEACHER_DIR);
-            let tfiles = ModelSource::Local(tdir.clone())
-                .resolve()
-                .map_err(|source| EngineError::Model {
-                    what: format!("teacher snapshot {}", tdir.display()),
-                    source,
-                })?;
-            let (t, _) =
-                load_model::<T::Model>(&tfiles, &ctx.plain, "teacher snapshot", false, |c| c)?;
-            teacher = TeacherSource::Loaded(t);
+            let tdir = self.opts.run_dir.join(TEACHER_DIR);
+            let t = self.arch.load(&tdir.display().to_string(), &self.plain)?;
+            self.teacher = Teacher::loaded(t);
         }
-        step = state.step;
-        wall_before = state.wall_seconds;
+        self.step = state.step;
+        self.wall_before = state.wall_seconds;
+        model = self.switch_sparse(model, state.step);
         eprintln!(
-            "resuming {} at step {step}/{end} (epoch {:.2})",
-            run_dir.display(),
-            step as f64 / spe as f64
+            "resuming {} at step {}/{} (epoch {:.2})",
+            self.opts.run_dir.display(),
+            self.step,
+            self.end,
+            self.step as f64 / self.spe as f64
         );
+        Ok(model)
     }
 
-    let log_path = run_dir.join("train.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err(&log_path))?;
-    let mut log_line = {
-        let mut log = log.try_clone().map_err(io_err(&log_path))?;
-        move |line: &str| {
-            let _ = writeln!(log, "{line}");
-        }
-    };
-    let eval_every = training
-        .eval_every_epochs
-        .map_or(spe, |e| ((e * spe as f64).round() as u64).max(1));
-    let ckpt_every = training.checkpoint_every_steps.unwrap_or(spe).max(1);
-    let log_every = training.log_every_steps.unwrap_or(50);
-    let started = Instant::now();
-    let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
+    fn wall(&self) -> f64 {
+        self.wall_before + self.started.elapsed().as_secs_f64()
+    }
 
-    let last_prune_end = prune.iter().map(|p| p.plan.schedule.end_step).max();
-    let phase_of = |t: u64| -> &'static str {
-        match first_prune {
-            Some(s) if t < s => "dense",
-            Some(_) if last_prune_end.is_some_and(|e| t < e) => "prune",
-            Some(_) => "recover",
-            None => "train",
-        }
-    };
-    let mut phase = "";
-    let mut progress: Option<Progress> = None;
-    let mut phase_start = Instant::now();
-    let mut phase_examples = 0usize;
-    let distill = plan.distill.clone();
-
-    let evaluate = |model: &T::Model, sparsity: f64, t: u64| -> Result<EvalRecord, EngineError> {
-        let metrics = task.evaluate(&model.clone().valid(), &ctx.plain)?;
+    fn evaluate(&self, model: &A::Model, t: u64) -> Result<EvalRecord, EngineError> {
+        let metrics = self.task.evaluate(&model.valid(), &self.plain)?;
         Ok(EvalRecord {
             step: t,
-            epoch: t as f64 / spe as f64,
-            sparsity,
+            epoch: t as f64 / self.spe as f64,
+            sparsity: self.optim.masks().sparsity(),
             metrics,
         })
-    };
-
-    if step == 0 && first_prune == Some(0) && end > 0 {
-        // Pruning starts at once: evaluate the starting (dense) model first.
-        let rec = evaluate(&model, 0.0, 0)?;
-        let line = format!("eval step 0 (dense start): {}", fmt_metrics(&rec.metrics));
-        eprintln!("{line}");
-        log_line(&line);
-        history.push(rec);
     }
-    let session_start = step;
-    let mut teacher_cache: Option<TeacherCache> = None;
-    let lengths = task.train_lengths();
-    let mut order: Option<(u64, Vec<usize>)> = None;
-    while step < end {
-        let t = step;
-        // 1. Masks.
-        let mut changed = false;
-        for p in &mut prune {
-            if p.plan.schedule.is_update_step(t) && p.plan.schedule.is_enforced(t) {
-                let target = p.plan.schedule.interpolated(t);
-                p.masks = Some(p.compute(&model, target)?);
-                changed = true;
-            } else if p.masks.is_some() && !p.plan.schedule.is_enforced(t) {
-                changed = true;
+
+    /// The phases of the loop, from the current step to the end.
+    fn train(mut self, mut model: A::Model) -> Result<RunEnd, EngineError> {
+        self.session_start = self.step;
+        self.started = Instant::now();
+        if self.step == 0 && self.modifiers.first_prune() == Some(0) && self.end > 0 {
+            // Pruning starts at once: evaluate the starting (dense) model first.
+            let rec = self.evaluate(&model, 0)?;
+            self.log_eval(format!(
+                "eval step 0 (dense start): {}",
+                fmt_metrics(&rec.metrics)
+            ));
+            self.history.push(rec);
+        }
+        while self.step < self.end {
+            let t = self.step;
+            model = self.update_masks(model, t)?;
+            self.snapshot_teacher(&model, t)?;
+            model = self.train_step(model, t)?;
+            self.evaluate_if_due(&model)?;
+            if self.checkpoint_if_due(&model)? {
+                self.finish_phase();
+                self.log.line(&format!(
+                    "step {}: stopped (--stop-after); resume with --resume",
+                    self.step
+                ));
+                return Ok(RunEnd::Stopped {
+                    step: self.step,
+                    total: self.end,
+                });
             }
         }
-        for c in &mut constant {
-            if t == c.plan.start_step && c.masks.is_none() {
-                c.masks = Some(
-                    module_masks_from_nonzero(&model, &HfNames, &c.selected).map_err(|source| {
-                        EngineError::Mask {
-                            modifier: c.plan.label.clone(),
-                            source,
-                        }
-                    })?,
-                );
-                changed = true;
-            }
-            if c.plan.end_step == Some(t) {
-                changed = true;
-            }
+        self.finish_phase();
+        self.finish(model)
+    }
+
+    fn log_eval(&mut self, line: String) {
+        eprintln!("{line}");
+        self.log.line(&line);
+    }
+
+    fn finish_phase(&mut self) {
+        if let Some(pr) = self.phase.progress.take() {
+            pr.finish();
         }
-        if changed {
-            let enforced = enforced_masks(&prune, &constant, t)?;
-            model = optim.set_masks(model, enforced)?;
-            let line = format!(
-                "step {t}: masks updated, sparsity of the pruned parameters {:.2}%",
-                optim.masks().sparsity() * 100.0
-            );
-            log_line(&line);
+    }
+
+    /// Phase 1: modifiers update their masks; the union goes to the optimizer, which zeroes
+    /// the pruned weights; SparseProp is re-packed on the new patterns.
+    fn update_masks(&mut self, model: A::Model, t: u64) -> Result<A::Model, EngineError> {
+        let naming = self.arch.naming();
+        let (model, changed) = {
+            let micro = self.micro_batch_indices(t);
+            let mut source = BatchGradients {
+                task: self.task,
+                device: &self.ad,
+                seed: mix(self.training.seed, t),
+                step: t,
+                epoch: t / self.spe,
+                micro_batches: micro.iter().map(Vec::as_slice).collect(),
+                distill: None,
+            };
+            self.modifiers.update(t, model, &naming, &mut source)?
+        };
+        if !changed {
+            return Ok(model);
+        }
+        let enforced = self.modifiers.enforced(t)?;
+        let model = self.optim.set_masks(model, enforced)?;
+        let line = format!(
+            "step {t}: masks updated, sparsity of the pruned parameters {:.2}%",
+            self.optim.masks().sparsity() * 100.0
+        );
+        self.log.line(&line);
+        log::info!("{line}");
+        Ok(self.switch_sparse(model, t))
+    }
+
+    /// Re-decides which layers run SparseProp (after a mask change or a resume).
+    fn switch_sparse(&mut self, mut model: A::Model, t: u64) -> A::Model {
+        if let Some(line) = self.sparse.apply(&self.arch, &mut model, &self.ad, t) {
+            self.log.line(&line);
             log::info!("{line}");
         }
-        // 2. Teacher snapshot.
-        if let Some(d) = &distill
+        model
+    }
+
+    /// Phase 2: at the distillation start with `teacher: self`, the student is snapshotted
+    /// (frozen, inference mode) and saved so that a resume reloads the same teacher.
+    fn snapshot_teacher(&mut self, model: &A::Model, t: u64) -> Result<(), EngineError> {
+        if let Some(d) = &self.plan.distill
             && t == d.start_step
-            && matches!(teacher, TeacherSource::SelfSnapshot)
+            && matches!(self.teacher, Teacher::PendingSnapshot)
         {
-            let snapshot = model.clone().valid();
-            save_pretrained(&snapshot, &ctx.config, &run_dir.join(TEACHER_DIR)).map_err(
-                |source| EngineError::Model {
-                    what: "teacher snapshot".into(),
-                    source,
-                },
-            )?;
-            log_line(&format!("step {t}: teacher = snapshot of the student"));
-            teacher = TeacherSource::Loaded(snapshot);
+            let snapshot = model.valid();
+            self.arch
+                .export(&snapshot, &self.opts.run_dir.join(TEACHER_DIR))?;
+            self.log
+                .line(&format!("step {t}: teacher = snapshot of the student"));
+            self.teacher = Teacher::loaded(snapshot);
         }
-        let distilling = distill
+        Ok(())
+    }
+
+    /// The example indices of the micro-batches of step `t` (from the seeded order of its
+    /// epoch).
+    fn micro_batch_indices(&mut self, t: u64) -> Vec<Vec<usize>> {
+        let epoch = t / self.spe;
+        let seed = self.training.seed;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let o = if self.training.group_by_length {
+                length_bucketed_order(&self.lengths, self.batch_size, 50, mix(seed, epoch))
+            } else {
+                epoch_order(self.task.train_len(), seed, epoch, true)
+            };
+            self.order = Some((epoch, o));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
+        let first = (t % self.spe) as usize * self.accum;
+        (first..(first + self.accum).min(self.micro_batches))
+            .map(|b| batch(order, self.batch_size, b).to_vec())
+            .collect()
+    }
+
+    /// Phase 3: one optimizer step at the plan's LR, through the step rule.
+    fn train_step(&mut self, model: A::Model, t: u64) -> Result<A::Model, EngineError> {
+        let lr = self.lr.lr_at(t);
+        self.enter_phase(t)?;
+        let micro = self.micro_batch_indices(t);
+        let distilling = self
+            .plan
+            .distill
             .as_ref()
             .filter(|d| t >= d.start_step && d.end_step.is_none_or(|e| t < e));
-        // 3. LR.
-        let lr = lr_schedule.lr_at(t);
-        // 4. Forward / backward.
-        let p = phase_of(t);
-        if p != phase {
-            if let Some(old) = progress.take() {
-                old.finish();
-            }
-            phase = p;
-            progress = Some(Progress::new(
-                phase,
+        let cache_batch = self.training.eval_batch_size.unwrap_or(self.batch_size);
+        let mut source = BatchGradients {
+            task: self.task,
+            device: &self.ad,
+            seed: mix(self.training.seed, t),
+            step: t,
+            epoch: t / self.spe,
+            micro_batches: micro.iter().map(Vec::as_slice).collect(),
+            distill: distilling.map(|plan| Distilling {
+                plan,
+                teacher: &mut self.teacher,
+                plain: &self.plain,
+                cache_batch,
+            }),
+        };
+        let (model, outcome) = self.rule.step(
+            model,
+            &mut source as &mut dyn GradientSource<_>,
+            &mut self.optim,
+            lr,
+        )?;
+        self.step += 1;
+        self.phase.examples += outcome.examples;
+        let secs = self.phase.started.elapsed().as_secs_f64().max(1e-9);
+        let stats = StepStats {
+            step: self.step,
+            loss: outcome.loss,
+            lr,
+            sparsity: self.optim.masks().sparsity(),
+            examples_per_sec: self.phase.examples as f64 / secs,
+        };
+        if let Some(pr) = &mut self.phase.progress {
+            pr.step(stats);
+        }
+        Ok(model)
+    }
+
+    fn enter_phase(&mut self, t: u64) -> Result<(), EngineError> {
+        let name = match self.modifiers.first_prune() {
+            Some(s) if t < s => "dense",
+            Some(_) if self.modifiers.last_prune_end().is_some_and(|e| t < e) => "prune",
+            Some(_) => "recover",
+            None => "train",
+        };
+        if name == self.phase.name {
+            return Ok(());
+        }
+        self.finish_phase();
+        self.phase = Phase {
+            name,
+            progress: Some(Progress::new(
+                name,
                 t,
-                end,
-                log_every,
-                Some(Box::new(log.try_clone().map_err(io_err(&log_path))?)),
-            ));
-            phase_start = Instant::now();
-            phase_examples = 0;
+                self.end,
+                self.training.log_every_steps.unwrap_or(50),
+                Some(self.log.handle()?),
+            )),
+            started: Instant::now(),
+            examples: 0,
+        };
+        Ok(())
+    }
+
+    /// Phase 4: evaluation every `eval_every_epochs`, at the first pruning step and at the
+    /// end.
+    fn evaluate_if_due(&mut self, model: &A::Model) -> Result<(), EngineError> {
+        let step = self.step;
+        let eval_every = self
+            .training
+            .eval_every_epochs
+            .map_or(self.spe, |e| ((e * self.spe as f64).round() as u64).max(1));
+        if !(step.is_multiple_of(eval_every)
+            || step == self.end
+            || self.modifiers.first_prune() == Some(step))
+        {
+            return Ok(());
         }
-        ctx.ad.seed(mix(seed, t));
-        let epoch = t / spe;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let o = if training.group_by_length {
-                length_bucketed_order(&lengths, batch_size, 50, mix(seed, epoch))
-            } else {
-                epoch_order(n, seed, epoch, true)
-            };
-            order = Some((epoch, o));
-        }
-        let order = &order.as_ref().expect("set above").1;
-        let first_micro = (t % spe) as usize * accum;
-        let micros: Vec<usize> = (first_micro..(first_micro + accum).min(micro_batches)).collect();
-        let total_examples: usize = micros
-            .iter()
-            .map(|&b| batch(order, batch_size, b).len())
-            .sum();
-        let mut accumulator = GradientsAccumulator::<T::Model>::new();
-        let mut loss_sum = 0.0f64;
-        for &b in &micros {
-            let idx = batch(order, batch_size, b);
-            let xb = task.batch(idx, &ctx.ad);
-            let outputs = task.outputs(&model, &xb);
-            let task_loss = task.loss(&model, &outputs, &xb);
-            let loss = match (distilling, &teacher) {
-                (Some(d), TeacherSource::Loaded(tm)) => {
-                    if teacher_cache.is_none() && task.outputs_cacheable() {
-                        teacher_cache = Some(TeacherCache::build(
-                            task,
-                            tm,
-                            &ctx.plain,
-                            training.eval_batch_size.unwrap_or(batch_size),
-                        ));
-                    }
-                    let t_out: Vec<(&'static str, Tensor<2>)> = match &teacher_cache {
-                        Some(cache) => cache.batch(idx, &ctx.ad),
-                        None => {
-                            let tb = task.batch(idx, &ctx.plain);
-                            task.outputs(tm, &tb)
-                                .into_iter()
-                                .map(|(k, v)| (k, Tensor::from_data(v.into_data(), &ctx.ad)))
-                                .collect()
-                        }
-                    };
-                    let terms: Vec<Tensor<1>> = outputs
-                        .iter()
-                        .filter(|(k, _)| d.output_keys.iter().any(|o| o == k))
-                        .filter_map(|(k, s)| {
-                            t_out
-                                .iter()
-                                .find(|(tk, _)| tk == k)
-                                .map(|(_, tv)| kd_loss(s.clone(), tv.clone(), d.temperature))
-                        })
-                        .collect();
-                    combine(task_loss, terms, d.hardness)
-                }
-                _ => task_loss,
-            };
-            // Micro-batches are weighted by their size, so accumulation equals one big batch.
-            let loss = loss.mul_scalar(idx.len() as f64 / total_examples.max(1) as f64);
-            let value = loss.clone().into_scalar::<f64>();
-            check_finite_loss(t, value)?;
-            loss_sum += value;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-        }
-        let grads = accumulator.grads();
-        model = optim.step(lr, model, grads);
-        step += 1;
-        phase_examples += total_examples;
-        if let Some(pr) = &mut progress {
-            let secs = phase_start.elapsed().as_secs_f64().max(1e-9);
-            pr.step(StepStats {
-                step,
-                loss: loss_sum,
-                lr,
-                sparsity: optim.masks().sparsity(),
-                examples_per_sec: phase_examples as f64 / secs,
-            });
-        }
-        // Evaluation and checkpoints.
-        let at_end = step == end;
-        let eval_now = step.is_multiple_of(eval_every) || at_end || first_prune == Some(step);
-        if eval_now {
-            let rec = evaluate(&model, optim.masks().sparsity(), step)?;
-            let line = format!(
-                "eval step {step} (epoch {:.2}) sparsity {:.1}%: {}",
-                rec.epoch,
-                rec.sparsity * 100.0,
-                fmt_metrics(&rec.metrics)
-            );
-            eprintln!("{line}");
-            log_line(&line);
-            history.push(rec);
-            write_atomic(
-                &run_dir.join(HISTORY_FILE),
-                &serde_json::to_vec_pretty(&history).expect("history serialises"),
-            )?;
-        }
-        let stopping = ctx
+        let rec = self.evaluate(model, step)?;
+        self.log_eval(format!(
+            "eval step {step} (epoch {:.2}) sparsity {:.1}%: {}",
+            rec.epoch,
+            rec.sparsity * 100.0,
+            fmt_metrics(&rec.metrics)
+        ));
+        self.history.push(rec);
+        write_atomic(
+            &self.opts.run_dir.join(HISTORY_FILE),
+            &serde_json::to_vec_pretty(&self.history).expect("history serialises"),
+        )?;
+        Ok(())
+    }
+
+    /// Phase 5: a checkpoint every `checkpoint_every_steps`, at the end, and where
+    /// `--stop-after` ends the session (then returns `true`).
+    fn checkpoint_if_due(&mut self, model: &A::Model) -> Result<bool, EngineError> {
+        let step = self.step;
+        let at_end = step == self.end;
+        let stopping = self
             .opts
             .stop_after
-            .is_some_and(|k| step == session_start + k && !at_end);
-        if step.is_multiple_of(ckpt_every) || at_end || stopping {
-            let state = TrainState {
-                step,
-                steps_per_epoch: spe,
-                seed,
-                lr,
-                sparsity_targets: prune
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.plan.label.clone(),
-                            p.plan.schedule.target_at(step).unwrap_or(0.0),
-                        )
-                    })
-                    .collect(),
-                recipe_sha256: digest.clone(),
-                wall_seconds: wall(&started),
-            };
-            let pending = store.begin(step)?;
-            export_safetensors(&model, &pending.dir.join(MODEL_FILE)).map_err(|source| {
-                EngineError::Model {
-                    what: "checkpoint".into(),
+            .is_some_and(|k| step == self.session_start + k && !at_end);
+        let every = self
+            .training
+            .checkpoint_every_steps
+            .unwrap_or(self.spe)
+            .max(1);
+        if !(step.is_multiple_of(every) || at_end || stopping) {
+            return Ok(false);
+        }
+        let state = TrainState {
+            step,
+            steps_per_epoch: self.spe,
+            seed: self.training.seed,
+            lr: self.lr.lr_at(step.saturating_sub(1)),
+            sparsity_targets: self.modifiers.targets_at(step),
+            recipe_sha256: self.digest.clone(),
+            wall_seconds: self.wall(),
+        };
+        let pending = self.store.begin(step)?;
+        self.arch
+            .save_weights(model, &pending.dir.join(MODEL_FILE))?;
+        self.optim.save_state(&pending.dir.join(OPTIM_FILE))?;
+        self.rule.save_state(&pending.dir)?;
+        write_atomic(
+            &pending.dir.join(crate::run_dir::RESOLVED_RECIPE),
+            self.recipe.resolved_yaml().as_bytes(),
+        )?;
+        for m in self.modifiers.states() {
+            m.save(&pending.dir)?;
+        }
+        write_atomic(
+            &pending.dir.join(HISTORY_FILE),
+            &serde_json::to_vec_pretty(&self.history).expect("history serialises"),
+        )?;
+        self.store.commit(pending, &state)?;
+        Ok(stopping)
+    }
+
+    /// The end: the final evaluation, the export, the sparsity report and `report.json`.
+    fn finish(mut self, model: A::Model) -> Result<RunEnd, EngineError> {
+        let end = self.end;
+        let run_dir = self.opts.run_dir.clone();
+        let last = match self.history.last() {
+            Some(r) if r.step == end => r.clone(),
+            _ => {
+                // A resume of a finished run (or an empty one): evaluate what we have.
+                let rec = self.evaluate(&model, end)?;
+                self.history.push(rec.clone());
+                rec
+            }
+        };
+        let dense = self
+            .modifiers
+            .first_prune()
+            .filter(|&s| end > s)
+            .and_then(|s| self.history.iter().rev().find(|r| r.step <= s).cloned());
+
+        let export = self.recipe.output.as_ref().is_none_or(|o| o.export);
+        let inference = model.valid();
+        let model_dir = if export {
+            let dir = run_dir.join("model");
+            let partial = run_dir.join("model.partial");
+            if partial.exists() {
+                std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+            }
+            self.arch.export(&inference, &partial)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+            }
+            std::fs::rename(&partial, &dir).map_err(io_err(&dir))?;
+            Some(dir)
+        } else {
+            None
+        };
+
+        // Sparsity of the pruned parameters, measured on the final values.
+        let pruned = self.modifiers.pruned_names();
+        let pruned_infos: Vec<ParamInfo> = self
+            .all_params
+            .iter()
+            .filter(|p| pruned.binary_search(&p.name).is_ok())
+            .cloned()
+            .collect();
+        let values =
+            read_values(&inference, &self.arch.naming(), &pruned_infos).map_err(|source| {
+                EngineError::Mask {
+                    modifier: "final sparsity".into(),
                     source,
                 }
             })?;
-            optim.save_state(&pending.dir.join(OPTIM_FILE))?;
-            write_atomic(
-                &pending.dir.join(crate::run_dir::RESOLVED_RECIPE),
-                recipe.resolved_yaml().as_bytes(),
-            )?;
-            for (i, p) in prune.iter().enumerate() {
-                if let Some(m) = &p.masks {
-                    save_masks(m, &pending.dir.join(mask_file("prune", i)))?;
-                }
-            }
-            for (i, c) in constant.iter().enumerate() {
-                if let Some(m) = &c.masks {
-                    save_masks(m, &pending.dir.join(mask_file("constant", i)))?;
-                }
-            }
-            write_atomic(
-                &pending.dir.join(HISTORY_FILE),
-                &serde_json::to_vec_pretty(&history).expect("history serialises"),
-            )?;
-            store.commit(pending, &state)?;
-        }
-        if stopping {
-            if let Some(pr) = progress.take() {
-                pr.finish();
-            }
-            log_line(&format!(
-                "step {step}: stopped (--stop-after); resume with --resume"
-            ));
-            return Ok(RunEnd::Stopped { step, total: end });
-        }
-    }
-    if let Some(pr) = progress.take() {
-        pr.finish();
-    }
-    let last = match history.last() {
-        Some(r) if r.step == end => r.clone(),
-        _ => {
-            // A resume of a finished run (or an empty one): evaluate what we have.
-            let rec = evaluate(&model, optim.masks().sparsity(), end)?;
-            history.push(rec.clone());
-            rec
-        }
-    };
-    let dense = first_prune
-        .filter(|&s| end > s)
-        .and_then(|s| history.iter().rev().find(|r| r.step <= s).cloned());
-
-    // Export.
-    let export = recipe.output.as_ref().is_none_or(|o| o.export);
-    let inference = model.clone().valid();
-    let model_dir = if export {
-        let dir = run_dir.join("model");
-        let partial = run_dir.join("model.partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
-        }
-        save_pretrained(&inference, &ctx.config, &partial).map_err(|source| {
-            EngineError::Model {
-                what: "export".into(),
-                source,
-            }
-        })?;
-        copy_tokenizer_files(&ctx.files, &partial)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-        }
-        std::fs::rename(&partial, &dir).map_err(io_err(&dir))?;
-        Some(dir)
-    } else {
-        None
-    };
-
-    // Sparsity of the pruned parameters, measured on the final values.
-    let pruned_infos: Vec<ParamInfo> = all_params
-        .iter()
-        .filter(|p| pruned_names.binary_search(&p.name).is_ok())
-        .cloned()
-        .collect();
-    let values =
-        read_values(&inference, &HfNames, &pruned_infos).map_err(|source| EngineError::Mask {
-            modifier: "final sparsity".into(),
-            source,
-        })?;
-    let report_table = SparsityReport::from_values(&values, Some(optim.masks()), Some(target));
-    let (zeros, numel) = values.iter().fold((0usize, 0usize), |(z, n), p| {
-        (
-            z + p.values.iter().filter(|v| **v == 0.0).count(),
-            n + p.values.len(),
-        )
-    });
-    let sparsity = SparsitySummary {
-        global: if numel == 0 {
-            0.0
-        } else {
-            zeros as f64 / numel as f64
-        },
-        target,
-        params: report_table
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.sparsity))
-            .collect(),
-    };
-    let mut metrics = BTreeMap::from([("dev".to_string(), last.metrics.clone())]);
-    if let Some(d) = &dense {
-        metrics.insert("dev_dense".to_string(), d.metrics.clone());
-    }
-    let report = RunReport {
-        recipe: recipe.path.display().to_string(),
-        model: recipe
-            .model
-            .as_ref()
-            .map(|m| m.source.clone())
-            .unwrap_or_default(),
-        task: ctx.task_name.clone(),
-        device: ctx.opts.device.to_string(),
-        steps: end,
-        wall_seconds: wall(&started),
-        metrics,
-        sparsity,
-    };
-    report.write(&run_dir.join("report.json"))?;
-    let table = report_table.to_table();
-    let _ = std::fs::write(run_dir.join("sparsity.txt"), &table);
-    log_line(&format!(
-        "done: {} steps in {}",
-        end,
-        format_duration(report.wall_seconds)
-    ));
-    Ok(RunEnd::Finished(Box::new(RunOutcome {
-        report,
-        dense,
-        last,
-        main_metric: task.main_metric().to_string(),
-        history,
-        model_dir,
-        sparsity_table: table,
-    })))
-}
-
-/// The teacher's outputs for every training example, computed once (inference mode, in a
-/// fixed batching by length, so the values do not depend on when a run was resumed) and
-/// reused every epoch: distillation then costs no teacher forward per step.
-struct TeacherCache {
-    /// `(key, width, rows)`: row `i` of `rows` (`width` values) belongs to example `i`.
-    outputs: Vec<(&'static str, usize, Vec<f32>)>,
-}
-
-impl TeacherCache {
-    fn build<T: Task>(task: &T, teacher: &T::Model, device: &Device, batch_size: usize) -> Self {
-        let n = task.train_len();
-        let lengths = task.train_lengths();
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.sort_by_key(|&i| (lengths[i], i));
-        let mut outputs: Vec<(&'static str, usize, Vec<f32>)> = Vec::new();
-        for chunk in idx.chunks(batch_size.max(1)) {
-            let b = task.batch(chunk, device);
-            for (k, t) in task.outputs(teacher, &b) {
-                let width = t.dims()[1];
-                let pos = match outputs.iter().position(|(key, _, _)| *key == k) {
-                    Some(p) => p,
-                    None => {
-                        outputs.push((k, width, vec![0.0; n * width]));
-                        outputs.len() - 1
-                    }
-                };
-                let rows = &mut outputs[pos].2;
-                for (r, v) in chunk.iter().zip(
-                    t.into_data()
-                        .iter::<f32>()
-                        .collect::<Vec<_>>()
-                        .chunks(width),
-                ) {
-                    rows[r * width..(r + 1) * width].copy_from_slice(v);
-                }
-            }
-        }
-        Self { outputs }
-    }
-
-    fn batch(&self, idx: &[usize], device: &Device) -> Vec<(&'static str, Tensor<2>)> {
-        self.outputs
-            .iter()
-            .map(|(k, width, rows)| {
-                let mut flat = Vec::with_capacity(idx.len() * width);
-                for &i in idx {
-                    flat.extend_from_slice(&rows[i * width..(i + 1) * width]);
-                }
-                (
-                    *k,
-                    Tensor::from_data(
-                        burn::tensor::TensorData::new(flat, [idx.len(), *width]),
-                        device,
-                    ),
-                )
-            })
-            .collect()
-    }
-}
-
-fn enforced_masks(
-    prune: &[PruneState],
-    constant: &[ConstantState],
-    t: u64,
-) -> Result<MaskSet, EngineError> {
-    let sets = prune
-        .iter()
-        .filter(|p| p.plan.schedule.is_enforced(t))
-        .filter_map(|p| p.masks.clone())
-        .chain(
-            constant
+        let target = self.modifiers.final_target();
+        let report_table =
+            SparsityReport::from_values(&values, Some(self.optim.masks()), Some(target));
+        let (zeros, numel) = values.iter().fold((0usize, 0usize), |(z, n), p| {
+            (
+                z + p.values.iter().filter(|v| **v == 0.0).count(),
+                n + p.values.len(),
+            )
+        });
+        let sparsity = SparsitySummary {
+            global: if numel == 0 {
+                0.0
+            } else {
+                zeros as f64 / numel as f64
+            },
+            target,
+            params: report_table
+                .params
                 .iter()
-                .filter(|c| t >= c.plan.start_step && c.plan.end_step.is_none_or(|e| t < e))
-                .filter_map(|c| c.masks.clone()),
-        );
-    union(sets).map_err(|source| EngineError::Mask {
-        modifier: "mask union".into(),
-        source,
-    })
+                .map(|p| (p.name.clone(), p.sparsity))
+                .collect(),
+        };
+        let mut metrics = BTreeMap::from([("dev".to_string(), last.metrics.clone())]);
+        if let Some(d) = &dense {
+            metrics.insert("dev_dense".to_string(), d.metrics.clone());
+        }
+        let report = RunReport {
+            recipe: self.recipe.path.display().to_string(),
+            model: self
+                .recipe
+                .model
+                .as_ref()
+                .and_then(|m| m.source.clone())
+                .unwrap_or_else(|| format!("{} (fresh initialisation)", self.arch.name())),
+            task: self
+                .recipe
+                .data
+                .as_ref()
+                .map(|d| d.task.to_string())
+                .unwrap_or_default(),
+            device: self.opts.device.to_string(),
+            steps: end,
+            wall_seconds: self.wall(),
+            metrics,
+            sparsity,
+        };
+        report.write(&run_dir.join("report.json"))?;
+        let table = report_table.to_table();
+        let _ = std::fs::write(run_dir.join("sparsity.txt"), &table);
+        self.log.line(&format!(
+            "done: {} steps in {}",
+            end,
+            format_duration(report.wall_seconds)
+        ));
+        Ok(RunEnd::Finished(Box::new(RunOutcome {
+            report,
+            dense,
+            last,
+            main_metric: self.task.main_metric().to_string(),
+            history: self.history,
+            model_dir,
+            sparsity_table: table,
+        })))
+    }
 }
 
 /// `accuracy 0.8712 f1 0.8790`.
@@ -1249,87 +1082,44 @@ pub fn fmt_metrics(m: &Metrics) -> String {
         .join(" ")
 }
 
-/// Tokenizer files copied next to an exported model, when the source has them.
-const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+// ---------------------------------------------------------------------------------------
+// Evaluation of an exported model.
 
-fn copy_tokenizer_files(files: &ModelFiles, dest: &Path) -> Result<(), EngineError> {
-    let dirs: Vec<&Path> = [
-        files.tokenizer_json.as_deref(),
-        files.vocab_txt.as_deref(),
-        Some(files.config.as_path()),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(Path::parent)
-    .collect();
-    for name in TOKENIZER_FILES {
-        if let Some(src) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
-            let to = dest.join(name);
-            std::fs::copy(&src, &to).map_err(io_err(&to))?;
-        }
-    }
-    Ok(())
+struct Evaluate<'a> {
+    spec: &'a Path,
+    device: Device,
 }
 
-/// Evaluates an exported model directory on the dev split of a recipe's task; returns the
-/// metrics and the number of dev examples (questions for SQuAD).
+impl TaskVisitor for Evaluate<'_> {
+    type Output = (Metrics, usize);
+
+    fn visit<A: Architecture, T: Task<Model = A::Model>>(
+        self,
+        arch: A,
+        task: T,
+    ) -> Result<(Metrics, usize), EngineError> {
+        let model = arch.load(&self.spec.display().to_string(), &self.device)?;
+        let metrics = task.evaluate(&model, &self.device)?;
+        Ok((metrics, task.dev_len()))
+    }
+}
+
+/// Evaluates an exported model (a directory, or a weights file for image models) on the
+/// dev split of a recipe's task; returns the metrics and the number of dev examples
+/// (questions for SQuAD).
 pub fn evaluate_model(
     recipe: &Recipe,
     model_dir: &Path,
     device: DeviceKind,
     base_dir: &Path,
 ) -> Result<(Metrics, usize), EngineError> {
-    let model_sec = recipe
-        .model
-        .as_ref()
-        .ok_or(EngineError::MissingSection("model"))?;
-    let data = recipe
-        .data
-        .as_ref()
-        .ok_or(EngineError::MissingSection("data"))?;
-    let kind = TaskKind::parse(&data.task)?;
-    check_head(kind, model_sec.head)?;
-    let plain = device.device()?;
-    let spec = format!("--model {}", model_dir.display());
-    let files = ModelSource::Local(model_dir.to_path_buf())
-        .resolve()
-        .map_err(|source| EngineError::Model {
-            what: spec.clone(),
-            source,
-        })?;
-    let tokenizer = load_tokenizer(&files, &read_config(&files, &spec)?, &spec)?;
-    let eval_batch = recipe
-        .training
-        .as_ref()
-        .map_or(64, |t| t.eval_batch_size.unwrap_or(t.batch_size));
-    if let TaskKind::Squad { v2 } = kind {
-        let task = QuestionAnsweringTask::load(data, v2, &tokenizer, base_dir, eval_batch)?;
-        let (model, _) =
-            load_model::<BertForQuestionAnswering>(&files, &plain, &spec, false, |c| c)?;
-        return Ok((task.evaluate(&model, &plain)?, task.dev_len()));
-    }
-    let (model, config) =
-        load_model::<BertForSequenceClassification>(&files, &plain, &spec, false, |c| c)?;
-    let num_labels = model.num_labels();
-    let expected = head_labels(kind, model_sec.num_labels, &config);
-    if expected != num_labels {
-        return Err(EngineError::Unsupported(format!(
-            "{spec} has {num_labels} labels, the task needs {expected}"
-        )));
-    }
-    let splits = load_text_splits(data, kind, Some(num_labels), base_dir)?;
-    let task = SequenceClassificationTask::new(
-        kind,
-        &splits,
-        &tokenizer,
-        data.max_seq_length.unwrap_or(128),
-        num_labels,
-        eval_batch,
-    )?;
-    Ok((task.evaluate(&model, &plain)?, task.dev_len()))
+    dispatch(
+        recipe,
+        base_dir,
+        ModelAt::Export(model_dir),
+        Evaluate {
+            spec: model_dir,
+            device: device.device()?,
+        },
+    )
 }

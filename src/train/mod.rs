@@ -1,13 +1,21 @@
 //! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
-//! ([`task`]), deterministic data order, checkpoints that a failure cannot corrupt,
-//! progress lines and bars, and the run report.
+//! ([`task`]), gradient sources ([`grads`]), step rules ([`step`]), masking modifiers and
+//! pruners ([`modifiers`]), the distillation teacher ([`teacher`]), the SparseProp policy
+//! ([`sparse`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
+//! a failure cannot corrupt, progress lines and bars, and the run report.
 
 pub mod checkpoint;
 pub mod engine;
+pub mod grads;
+pub mod modifiers;
+pub mod optim;
 pub mod order;
 pub mod progress;
 pub mod report;
+pub mod sparse;
+pub mod step;
 pub mod task;
+pub mod teacher;
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]

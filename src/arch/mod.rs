@@ -1,0 +1,138 @@
+//! Model families the engine trains, behind one trait.
+//!
+//! An [`Architecture`] is what the engine, `shears eval` and the teacher of a distillation
+//! run know of a model: how to build it from the recipe's source, how its parameters are
+//! named for users (masks, `params` patterns, reports), how to save and restore its weights
+//! in a checkpoint, and how to export it in its ecosystem's layout. The training loop
+//! itself never sees a BERT or ResNet type.
+//!
+//! * [`bert::BertFamily`]: Hugging Face BERT checkpoints (directories or `hf:org/name`),
+//!   HF parameter names, HF-layout export with the tokenizer files.
+//! * [`resnet::ResNetFamily`]: CIFAR ResNets and torchvision ResNets (safetensors or
+//!   PyTorch files), torch state-dict names, safetensors export.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use shears_models::bert::BertError;
+use shears_models::sparseprop::select::Execution;
+
+use crate::sparsity::params::ParamNaming;
+
+pub mod bert;
+pub mod resnet;
+
+/// Why a model could not be loaded, saved or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    /// A BERT model (student, teacher, checkpoint or export) failed.
+    #[error("{what}: {source}")]
+    Bert {
+        /// Which model and where.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BertError,
+    },
+    /// A BERT source has no tokenizer.
+    #[error("{what}: no tokenizer.json or vocab.txt next to the weights")]
+    NoTokenizer {
+        /// Which model and where.
+        what: String,
+    },
+    /// The teacher's head does not fit the student's.
+    #[error("{what}: it has {found} labels, the student {expected}")]
+    TeacherHead {
+        /// The teacher and where.
+        what: String,
+        /// The student's label count.
+        expected: usize,
+        /// The teacher's.
+        found: usize,
+    },
+    /// `model.architecture` names no known model.
+    #[error("model.architecture: {0}")]
+    UnknownArchitecture(String),
+    /// The recipe's model section does not fit the family.
+    #[error("model.{field}: {message}")]
+    Config {
+        /// The offending key.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One prunable layer as SparseProp sees it: its weight's name (as the family presents
+/// it) and its current sparsity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseLayer {
+    /// The weight's user-facing name (`encoder.layer.0.attention.self.query.weight`,
+    /// `layer1.0.conv1.weight`).
+    pub name: String,
+    /// Fraction of zeros of the weight when the layer was switched.
+    pub sparsity: f64,
+    /// Whether the layer now runs the sparse kernels.
+    pub sparse: bool,
+}
+
+/// A model family: everything the engine needs to know of a model besides its forward
+/// pass (which the [`crate::train::task::Task`] calls).
+pub trait Architecture {
+    /// The module trained (on an autodiff device) and evaluated (after `valid()`).
+    type Model: Module + 'static;
+    /// How the family names parameters for users.
+    type Naming: ParamNaming + Clone + Send + Sync + 'static;
+
+    /// The family's name in messages and reports (`bert`, `resnet20`).
+    fn name(&self) -> String;
+    /// The naming of parameters (masks, `params` patterns, reports, checkpoints).
+    fn naming(&self) -> Self::Naming;
+    /// The model to train, on `device`: from the recipe's source, where a task head that
+    /// does not fit the task is initialised afresh (with a warning), or freshly initialised
+    /// when the recipe names no source.
+    fn load_student(&self, device: &Device) -> Result<Self::Model, ArchError>;
+    /// A model saved in this family's layout (a directory or a weights file; a teacher, a
+    /// snapshot, an export), strictly: every tensor must fit.
+    fn load(&self, spec: &str, device: &Device) -> Result<Self::Model, ArchError>;
+    /// Like [`load`](Self::load), and checks that the teacher's head fits the student's.
+    fn load_teacher(&self, spec: &str, device: &Device) -> Result<Self::Model, ArchError> {
+        self.load(spec, device)
+    }
+    /// Writes the weights of `model` to a checkpoint file (safetensors, the family's names).
+    fn save_weights(&self, model: &Self::Model, file: &Path) -> Result<(), ArchError>;
+    /// Reads the weights of a checkpoint file written by [`save_weights`](Self::save_weights)
+    /// into `model`.
+    fn load_weights(&self, model: Self::Model, file: &Path) -> Result<Self::Model, ArchError>;
+    /// Exports `model` (inference mode) in the family's layout into the directory `dir`
+    /// (created), as other tools load it.
+    fn export(&self, model: &Self::Model, dir: &Path) -> Result<(), ArchError>;
+    /// Switches every prunable layer whose weight's sparsity is at least `threshold` to the
+    /// SparseProp kernels with `execution` (re-packed on the current non-zeros), and every
+    /// other prunable layer to the dense path. Returns the layers, in model order.
+    fn set_sparse(
+        &self,
+        model: &mut Self::Model,
+        threshold: f64,
+        execution: Execution,
+    ) -> Vec<SparseLayer>;
+}
+
+/// A recipe path resolved against `base` (`hf:` sources and absolute paths unchanged).
+pub fn resolve_path(base: &Path, spec: &str) -> String {
+    if spec.starts_with("hf:") || Path::new(spec).is_absolute() {
+        spec.to_string()
+    } else {
+        base.join(spec).display().to_string()
+    }
+}

@@ -1,0 +1,120 @@
+//! Gradient sources: what an optimizer step calls to get the gradients of the training
+//! loss at the current weights.
+//!
+//! A [`GradientSource`] is fixed to one optimizer step (its micro-batches, its dropout
+//! seed, the distillation state of that step), so a step rule may call it more than once
+//! at different weights (CrAM evaluates the same batch at θ and at a perturbed θ′) and get
+//! gradients of the same loss function each time.
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+
+use super::check_finite_loss;
+use super::engine::EngineError;
+use super::task::Task;
+use super::teacher::Teacher;
+use crate::distill::{combine, kd_loss};
+use crate::recipe::plan::DistillPlan;
+
+/// The gradients of one optimizer step.
+pub struct StepGrads {
+    /// Gradients of the (size-weighted) mean loss over the step's examples.
+    pub grads: GradientsParams,
+    /// The loss value.
+    pub loss: f64,
+    /// Examples the gradients cover.
+    pub examples: usize,
+}
+
+/// Computes the gradients of the step's loss for a model (see the module docs).
+pub trait GradientSource<M> {
+    /// The gradients of the loss at `model`'s weights on the step's batch.
+    fn grads(&mut self, model: &M) -> Result<StepGrads, EngineError>;
+}
+
+/// Distillation during one step: the plan and the teacher.
+pub struct Distilling<'a, M> {
+    /// Hardness, temperature, distilled outputs.
+    pub plan: &'a DistillPlan,
+    /// The teacher (loaded).
+    pub teacher: &'a mut Teacher<M>,
+    /// The inference device of the teacher.
+    pub plain: &'a Device,
+    /// Batch size of the one-time teacher pass that fills its output cache.
+    pub cache_batch: usize,
+}
+
+/// The standard source: the task loss — `(1 − hardness)·task + hardness·KD` while
+/// distilling — over the step's micro-batches, each weighted by its size so that
+/// accumulation equals one large batch, with the device RNG (dropout) seeded from the
+/// step's seed before the first micro-batch of every call.
+pub struct BatchGradients<'a, T: Task> {
+    /// The task.
+    pub task: &'a T,
+    /// The training (autodiff) device.
+    pub device: &'a Device,
+    /// The seed of this step's random streams.
+    pub seed: u64,
+    /// The optimizer step (for messages).
+    pub step: u64,
+    /// The epoch the step belongs to (augmentation).
+    pub epoch: u64,
+    /// The example indices of each micro-batch.
+    pub micro_batches: Vec<&'a [usize]>,
+    /// Distillation, when active at this step.
+    pub distill: Option<Distilling<'a, T::Model>>,
+}
+
+impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
+    fn grads(&mut self, model: &T::Model) -> Result<StepGrads, EngineError> {
+        self.device.seed(self.seed);
+        let total: usize = self.micro_batches.iter().map(|b| b.len()).sum();
+        let mut accumulator = GradientsAccumulator::<T::Model>::new();
+        let mut loss_sum = 0.0f64;
+        for idx in &self.micro_batches {
+            let xb = self.task.batch(idx, self.epoch, self.device);
+            let outputs = self.task.outputs(model, &xb);
+            let task_loss = self.task.loss(model, &outputs, &xb);
+            let loss = match &mut self.distill {
+                Some(d) => {
+                    match d.teacher.outputs(
+                        self.task,
+                        idx,
+                        self.epoch,
+                        d.plain,
+                        self.device,
+                        d.cache_batch,
+                    ) {
+                        Some(t_out) => {
+                            let terms: Vec<Tensor<1>> = d
+                                .plan
+                                .output_keys
+                                .iter()
+                                .filter_map(|k| {
+                                    let s = outputs.get(*k)?;
+                                    let t = t_out.get(*k)?;
+                                    Some(kd_loss(s.clone(), t.clone(), d.plan.temperature))
+                                })
+                                .collect();
+                            combine(task_loss, terms, d.plan.hardness)
+                        }
+                        None => task_loss,
+                    }
+                }
+                None => task_loss,
+            };
+            // Micro-batches are weighted by their size, so accumulation equals one big batch.
+            let loss = loss.mul_scalar(idx.len() as f64 / total.max(1) as f64);
+            let value = loss.clone().into_scalar::<f64>();
+            check_finite_loss(self.step, value)?;
+            loss_sum += value;
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            accumulator.accumulate(model, grads);
+        }
+        Ok(StepGrads {
+            grads: accumulator.grads(),
+            loss: loss_sum,
+            examples: total,
+        })
+    }
+}

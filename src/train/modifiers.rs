@@ -1,0 +1,336 @@
+//! Pruning modifiers at run time: each holds its plan, the parameters it selected, its
+//! current masks and its pruner, decides when it updates, and saves and restores its own
+//! state with a checkpoint. The loop asks the [`Modifiers`] for the union of the masks in
+//! force at a step and never lists mask files itself.
+
+use std::path::Path;
+
+use burn::module::Module;
+
+use super::engine::EngineError;
+use super::grads::GradientSource;
+use crate::recipe::plan::{ConstantPlan, Plan, PruningPlan};
+use crate::sparsity::checkpoint::{load_masks, save_masks};
+use crate::sparsity::mask::{Mask, MaskError, MaskSet, module_masks_from_nonzero};
+use crate::sparsity::params::ParamNaming;
+use crate::sparsity::selection::{ParamInfo, ParamSelector};
+
+/// Computes the masks of a pruning step (and may update the weights, as OBS does).
+pub trait Pruner<M> {
+    /// The masks of `plan`'s parameters `selected` at sparsity `target`, and the model
+    /// (magnitude pruning returns it unchanged). `source` gives gradients of the training
+    /// loss for pruners that need them.
+    fn prune(
+        &mut self,
+        model: M,
+        plan: &PruningPlan,
+        selected: &[ParamInfo],
+        target: f64,
+        naming: &dyn ParamNaming,
+        source: &mut dyn GradientSource<M>,
+    ) -> Result<(M, MaskSet), EngineError>;
+}
+
+/// Magnitude pruning (GMP): the smallest `|w|` go, globally or per parameter, in the
+/// plan's structure (unstructured, N:M, blocks); see [`PruningPlan::masks`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Magnitude;
+
+impl<M: Module> Pruner<M> for Magnitude {
+    fn prune(
+        &mut self,
+        model: M,
+        plan: &PruningPlan,
+        selected: &[ParamInfo],
+        target: f64,
+        naming: &dyn ParamNaming,
+        _source: &mut dyn GradientSource<M>,
+    ) -> Result<(M, MaskSet), EngineError> {
+        let masks = plan
+            .masks(&model, naming, selected, target)
+            .map_err(|source| EngineError::Mask {
+                modifier: plan.label.clone(),
+                source,
+            })?;
+        Ok((model, masks))
+    }
+}
+
+/// What a modifier keeps across a checkpoint.
+pub trait ModifierState {
+    /// The modifier's label (`pruning_modifiers[0] !GMPruningModifier`).
+    fn label(&self) -> &str;
+    /// Saves the state into the checkpoint directory `dir`.
+    fn save(&self, dir: &Path) -> Result<(), EngineError>;
+    /// Restores the state from the checkpoint directory `dir`.
+    fn restore(&mut self, dir: &Path) -> Result<(), EngineError>;
+}
+
+/// Saves `masks` (when set) as `dir/file`; restores them from there (absent: none yet).
+fn save_opt(masks: &Option<MaskSet>, dir: &Path, file: &str) -> Result<(), EngineError> {
+    if let Some(m) = masks {
+        save_masks(m, &dir.join(file))?;
+    }
+    Ok(())
+}
+
+fn restore_opt(dir: &Path, file: &str) -> Result<Option<MaskSet>, EngineError> {
+    let f = dir.join(file);
+    Ok(if f.is_file() {
+        Some(load_masks(&f)?)
+    } else {
+        None
+    })
+}
+
+/// A pruning modifier (`!GMPruningModifier`, `!GlobalMagnitudePruningModifier`, ...).
+pub struct Pruning<M> {
+    /// The schedule, targets and structure.
+    pub plan: PruningPlan,
+    selected: Vec<ParamInfo>,
+    masks: Option<MaskSet>,
+    pruner: Box<dyn Pruner<M>>,
+    file: String,
+}
+
+/// A `!ConstantPruningModifier`: freezes the zeros present at its start.
+pub struct ConstantMask {
+    /// When and what.
+    pub plan: ConstantPlan,
+    selected: Vec<ParamInfo>,
+    masks: Option<MaskSet>,
+    file: String,
+}
+
+impl<M> ModifierState for Pruning<M> {
+    fn label(&self) -> &str {
+        &self.plan.label
+    }
+    fn save(&self, dir: &Path) -> Result<(), EngineError> {
+        save_opt(&self.masks, dir, &self.file)
+    }
+    fn restore(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.masks = restore_opt(dir, &self.file)?;
+        Ok(())
+    }
+}
+
+impl ModifierState for ConstantMask {
+    fn label(&self) -> &str {
+        &self.plan.label
+    }
+    fn save(&self, dir: &Path) -> Result<(), EngineError> {
+        save_opt(&self.masks, dir, &self.file)
+    }
+    fn restore(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.masks = restore_opt(dir, &self.file)?;
+        Ok(())
+    }
+}
+
+fn select(
+    all: &[ParamInfo],
+    label: &str,
+    params: &[String],
+    ignore: &[String],
+) -> Result<Vec<ParamInfo>, EngineError> {
+    let selection = ParamSelector::new(params, ignore)?.select(all);
+    if selection.matched.is_empty() {
+        return Err(EngineError::NothingSelected {
+            modifier: label.to_string(),
+            patterns: params.join(", "),
+        });
+    }
+    Ok(selection.matched)
+}
+
+/// The union of mask sets: a coordinate is pruned when any set prunes it.
+fn union(sets: impl IntoIterator<Item = MaskSet>) -> Result<MaskSet, MaskError> {
+    let mut out = MaskSet::new();
+    for set in sets {
+        for (name, mask) in set.iter() {
+            let merged = match out.get(name) {
+                Some(prev) if prev.shape() == mask.shape() => Mask::new(
+                    mask.shape().to_vec(),
+                    prev.keep()
+                        .iter()
+                        .zip(mask.keep())
+                        .map(|(a, b)| *a && *b)
+                        .collect(),
+                )?,
+                _ => mask.clone(),
+            };
+            out.insert(name.to_string(), merged);
+        }
+    }
+    Ok(out)
+}
+
+/// Every masking modifier of a run.
+pub struct Modifiers<M> {
+    pruning: Vec<Pruning<M>>,
+    constant: Vec<ConstantMask>,
+}
+
+impl<M: Module> Modifiers<M> {
+    /// The modifiers of `plan` over the model's parameters `all` (magnitude pruners).
+    pub fn new(plan: &Plan, all: &[ParamInfo]) -> Result<Self, EngineError> {
+        let pruning = plan
+            .pruning
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(Pruning {
+                    plan: p.clone(),
+                    selected: select(all, &p.label, &p.params, &p.ignore)?,
+                    masks: None,
+                    pruner: Box::new(Magnitude) as Box<dyn Pruner<M>>,
+                    file: format!("masks-prune-{i}.safetensors"),
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        let constant = plan
+            .constant
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(ConstantMask {
+                    plan: c.clone(),
+                    selected: select(all, &c.label, &c.params, &c.ignore)?,
+                    masks: None,
+                    file: format!("masks-constant-{i}.safetensors"),
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(Self { pruning, constant })
+    }
+
+    /// Every modifier's state, for checkpoints.
+    pub fn states(&self) -> impl Iterator<Item = &dyn ModifierState> {
+        self.pruning
+            .iter()
+            .map(|p| p as &dyn ModifierState)
+            .chain(self.constant.iter().map(|c| c as &dyn ModifierState))
+    }
+
+    /// Every modifier's state, for a resume.
+    pub fn states_mut(&mut self) -> impl Iterator<Item = &mut dyn ModifierState> {
+        self.pruning
+            .iter_mut()
+            .map(|p| p as &mut dyn ModifierState)
+            .chain(
+                self.constant
+                    .iter_mut()
+                    .map(|c| c as &mut dyn ModifierState),
+            )
+    }
+
+    /// The sorted, distinct names of the parameters any pruning modifier prunes.
+    pub fn pruned_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .pruning
+            .iter()
+            .flat_map(|p| p.selected.iter().map(|i| i.name.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The largest final sparsity of the pruning modifiers (0 without any).
+    pub fn final_target(&self) -> f64 {
+        self.pruning
+            .iter()
+            .map(|p| p.plan.schedule.final_sparsity)
+            .fold(0.0, f64::max)
+    }
+
+    /// The first step any pruning modifier updates at.
+    pub fn first_prune(&self) -> Option<u64> {
+        self.pruning
+            .iter()
+            .map(|p| p.plan.schedule.start_step)
+            .min()
+    }
+
+    /// The end of the last pruning window.
+    pub fn last_prune_end(&self) -> Option<u64> {
+        self.pruning.iter().map(|p| p.plan.schedule.end_step).max()
+    }
+
+    /// Each pruning modifier's target at `step`, by label.
+    pub fn targets_at(&self, step: u64) -> Vec<(String, f64)> {
+        self.pruning
+            .iter()
+            .map(|p| {
+                (
+                    p.plan.label.clone(),
+                    p.plan.schedule.target_at(step).unwrap_or(0.0),
+                )
+            })
+            .collect()
+    }
+
+    /// Brings every modifier to step `t`: pruning modifiers that update at `t` recompute
+    /// their masks at the schedule's target; constant modifiers capture the zeros at their
+    /// start. Returns the model (a pruner may change weights) and whether the masks in
+    /// force changed.
+    pub fn update(
+        &mut self,
+        t: u64,
+        mut model: M,
+        naming: &dyn ParamNaming,
+        source: &mut dyn GradientSource<M>,
+    ) -> Result<(M, bool), EngineError> {
+        let mut changed = false;
+        for p in &mut self.pruning {
+            if p.plan.schedule.is_update_step(t) && p.plan.schedule.is_enforced(t) {
+                let target = p.plan.schedule.interpolated(t);
+                let (m, masks) =
+                    p.pruner
+                        .prune(model, &p.plan, &p.selected, target, naming, source)?;
+                model = m;
+                p.masks = Some(masks);
+                changed = true;
+            } else if p.masks.is_some() && !p.plan.schedule.is_enforced(t) {
+                changed = true;
+            }
+        }
+        for c in &mut self.constant {
+            if t == c.plan.start_step && c.masks.is_none() {
+                c.masks = Some(
+                    module_masks_from_nonzero(&model, naming, &c.selected).map_err(|source| {
+                        EngineError::Mask {
+                            modifier: c.plan.label.clone(),
+                            source,
+                        }
+                    })?,
+                );
+                changed = true;
+            }
+            if c.plan.end_step == Some(t) {
+                changed = true;
+            }
+        }
+        Ok((model, changed))
+    }
+
+    /// The union of the masks in force at step `t`.
+    pub fn enforced(&self, t: u64) -> Result<MaskSet, EngineError> {
+        let sets = self
+            .pruning
+            .iter()
+            .filter(|p| p.plan.schedule.is_enforced(t))
+            .filter_map(|p| p.masks.clone())
+            .chain(
+                self.constant
+                    .iter()
+                    .filter(|c| t >= c.plan.start_step && c.plan.end_step.is_none_or(|e| t < e))
+                    .filter_map(|c| c.masks.clone()),
+            );
+        union(sets).map_err(|source| EngineError::Mask {
+            modifier: "mask union".into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Which prunable layers run SparseProp during training.
+//!
+//! The choice is a function of the recipe (`training.sparseprop`,
+//! `training.sparseprop_min_sparsity`), the device kind and each layer's weight sparsity
+//! after a mask update — never of a timing taken during the run — so a resumed run switches
+//! exactly the layers an uninterrupted run switches, and its numbers stay bit-exact. Layers
+//! are re-packed on their new non-zero pattern after every mask change (masks only shrink
+//! during a pruning window), and `train.log` names the layers switched.
+
+use shears_models::sparseprop::ops::is_sparse_cpu_device;
+use shears_models::sparseprop::select::Execution;
+
+use crate::arch::Architecture;
+use crate::recipe::sections::{SparsePropMode, TrainingSection};
+
+/// The default `sparseprop_min_sparsity`: below it the dense kernels are faster for the
+/// layer shapes `shears bench sparseprop` measures.
+pub const DEFAULT_MIN_SPARSITY: f64 = 0.8;
+
+/// The SparseProp policy of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparsePolicy {
+    mode: SparsePropMode,
+    min_sparsity: f64,
+    last: Vec<String>,
+}
+
+impl SparsePolicy {
+    /// The policy of the recipe's `training:` section.
+    pub fn from_recipe(training: &TrainingSection) -> Self {
+        Self {
+            mode: training.sparseprop,
+            min_sparsity: training
+                .sparseprop_min_sparsity
+                .unwrap_or(DEFAULT_MIN_SPARSITY),
+            last: Vec::new(),
+        }
+    }
+
+    /// Switches the layers of `model` (on `device`) after a mask change at step `t`;
+    /// returns a log line when the set of sparse layers changed.
+    pub fn apply<A: Architecture>(
+        &mut self,
+        arch: &A,
+        model: &mut A::Model,
+        device: &burn::tensor::Device,
+        t: u64,
+    ) -> Option<String> {
+        let active = match self.mode {
+            SparsePropMode::Off => false,
+            SparsePropMode::On => true,
+            SparsePropMode::Auto => is_sparse_cpu_device(device),
+        };
+        let (threshold, execution) = if active {
+            (self.min_sparsity, Execution::Sparse)
+        } else {
+            (f64::INFINITY, Execution::Dense)
+        };
+        let layers = arch.set_sparse(model, threshold, execution);
+        let sparse: Vec<String> = layers
+            .iter()
+            .filter(|l| l.sparse)
+            .map(|l| format!("{} ({:.1}%)", l.name, l.sparsity * 100.0))
+            .collect();
+        if sparse == self.last {
+            return None;
+        }
+        self.last = sparse.clone();
+        Some(if sparse.is_empty() {
+            format!("step {t}: SparseProp: every prunable layer runs dense")
+        } else {
+            format!(
+                "step {t}: SparseProp on {} of {} prunable layers: {}",
+                sparse.len(),
+                layers.len(),
+                sparse.join(", ")
+            )
+        })
+    }
+}
