@@ -326,3 +326,70 @@ fn the_cli_exits_non_zero_with_a_position_and_no_panic() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// `data.task`, `data.label_from`, `model.teacher`, `model.head`, the SparseProp switch and
+/// `distill_output_keys` are enums of the recipe grammar: a typo is an error at its position.
+#[test]
+fn task_head_teacher_and_keys_are_parsed_with_positions() {
+    let base =
+        "model:\n  source: m\n  teacher: self\ndata:\n  task: glue/sst2\n  label_from: sign\n";
+    let r = load(base).unwrap();
+    let m = r.model.as_ref().unwrap();
+    assert_eq!(
+        m.teacher,
+        Some(shears::recipe::sections::TeacherSpec::SelfSnapshot)
+    );
+    let d = r.data.as_ref().unwrap();
+    assert_eq!(d.task.to_string(), "glue/sst2");
+    assert_eq!(
+        d.label_from,
+        Some(shears::recipe::sections::LabelFrom::Sign)
+    );
+    let cases = [
+        (
+            base.replace("glue/sst2", "glue/sst3"),
+            "r.yaml:5:9",
+            "unknown GLUE task `sst3`",
+        ),
+        (
+            base.replace("glue/sst2", "sentiment"),
+            "r.yaml:5:9",
+            "unknown task `sentiment`",
+        ),
+        (base.replace("sign", "signum"), "r.yaml:6:15", "signum"),
+        (
+            base.replace("teacher: self", "teacher: ''"),
+            "r.yaml:3:12",
+            "`teacher` is empty",
+        ),
+        (format!("{base}  \n"), "", ""),
+        (
+            base.replace("source: m\n", "source: m\n  head: qa_head\n"),
+            "r.yaml:3:9",
+            "qa_head",
+        ),
+        (
+            format!("{base}training:\n  batch_size: 8\n  sparseprop: always\n"),
+            "r.yaml:9:15",
+            "always",
+        ),
+        (
+            format!(
+                "{base}distillation_modifiers:\n  - !DistillationModifier\n    distill_output_keys: [logit]\n"
+            ),
+            "r.yaml:9:27",
+            "logit",
+        ),
+    ];
+    for (text, at, what) in cases {
+        if at.is_empty() {
+            assert!(load(&text).is_ok());
+            continue;
+        }
+        let e = err(&text);
+        assert!(
+            e.contains(at) && e.contains(what),
+            "{e}\n(expected {at} … {what})"
+        );
+    }
+}

@@ -504,3 +504,39 @@ training_modifiers:
     .to_string();
     assert!(e.contains("nowhere/train.parquet"), "{e}");
 }
+
+/// Training on a split without labels (a GLUE test file, labels -1 or absent) is a clear
+/// error naming the example, not a crash in the loss.
+#[test]
+fn unlabelled_training_examples_are_refused() {
+    use shears::data::{Label, TextExample};
+    use shears::train::task::{SequenceClassificationTask, TaskKind, TextSplits};
+    let tokenizer =
+        shears_models::bert::BertTokenizer::from_file(minilm_dir().join("tokenizer.json"))
+            .expect("run scripts/fetch-assets.sh minilm-l6");
+    let ex = |id: &str, label| TextExample {
+        id: id.into(),
+        text: "a fine film".into(),
+        text_pair: None,
+        label,
+    };
+    let splits = TextSplits {
+        train: vec![ex("t0", Label::Class(1)), ex("test-7", Label::Missing)],
+        dev: vec![ex("d0", Label::Class(0))],
+        dropped: 0,
+    };
+    let e = SequenceClassificationTask::new(
+        TaskKind::TextClassification,
+        &splits,
+        &tokenizer,
+        16,
+        2,
+        8,
+    )
+    .expect_err("an unlabelled training example must be refused")
+    .to_string();
+    assert!(
+        e.starts_with("data.train: training example test-7 has no label"),
+        "{e}"
+    );
+}
