@@ -9,6 +9,7 @@
 pub mod data;
 pub mod device;
 pub mod distill;
+pub mod loss;
 pub mod metrics;
 pub mod recipe;
 pub mod run_dir;
