@@ -478,6 +478,9 @@ impl DecayKind {
     }
 }
 
+/// A rule on `(name, shape)` that says whether a parameter is excluded from weight decay.
+pub type NoDecayFn = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
+
 /// Which parameters get no weight decay.
 #[derive(Clone)]
 pub enum NoDecay {
@@ -491,7 +494,7 @@ pub enum NoDecay {
         patterns: ParamSelector,
     },
     /// The parameters for which the function of `(name, shape)` returns true.
-    Predicate(Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>),
+    Predicate(NoDecayFn),
 }
 
 impl fmt::Debug for NoDecay {
