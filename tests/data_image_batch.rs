@@ -375,3 +375,70 @@ fn real_mnist_loads_from_its_directory() {
     .unwrap();
     assert_eq!(file.examples, test.examples);
 }
+
+fn data_section(yaml: &str) -> shears::recipe::sections::DataSection {
+    shears::recipe::Recipe::from_str_at(yaml, Path::new("r.yaml"), &[])
+        .unwrap()
+        .data
+        .unwrap()
+}
+
+#[test]
+fn a_recipe_data_section_loads_both_splits_and_batch_settings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/data/mnist");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run scripts/fetch-assets.sh mnist",
+        dir.display()
+    );
+    let d = data_section(&format!(
+        "data:\n  task: image-classification\n  train: {}\n  max_train_examples: 1000\n  \
+         augment: {{random_crop_padding: 2}}\n",
+        dir.display()
+    ));
+    let s = shears::data::image_batch::load_image_splits(&d, 7).unwrap();
+    assert_eq!(
+        (s.train.examples.len(), s.dev.examples.len()),
+        (1000, 10_000)
+    );
+    // No `normalize`: the statistics of the (truncated) training set.
+    assert_eq!(
+        s.train_batches.normalize,
+        Normalize::from_images(&s.train.examples).unwrap()
+    );
+    assert_eq!(s.eval_batches.normalize, s.train_batches.normalize);
+    assert_eq!(s.train_batches.seed, 7);
+    assert_eq!(
+        s.train_batches.augment,
+        Some(Augment {
+            crop_padding: Some(2),
+            horizontal_flip: false
+        })
+    );
+    assert_eq!(s.eval_batches.augment, None);
+    // Given statistics must fit the channels.
+    let d = data_section(&format!(
+        "data:\n  task: image-classification\n  format: idx\n  train: {}\n  \
+         normalize: {{mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}}\n",
+        dir.display()
+    ));
+    let e = shears::data::image_batch::load_image_splits(&d, 0).unwrap_err();
+    assert!(e.to_string().contains("data.normalize has 3 means"), "{e}");
+    // A single file needs an explicit dev set.
+    let bin = fixtures().join("cifar/data_batch_1.bin");
+    let d = data_section(&format!(
+        "data:\n  task: image-classification\n  train: {}\n",
+        bin.display()
+    ));
+    let e = shears::data::image_batch::load_image_splits(&d, 0).unwrap_err();
+    assert!(e.to_string().contains("data.dev: required"), "{e}");
+    let d = data_section(&format!(
+        "data:\n  task: image-classification\n  train: {}\n  dev: {}\n  \
+         normalize: {{mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}\n",
+        bin.display(),
+        bin.display()
+    ));
+    let s = shears::data::image_batch::load_image_splits(&d, 0).unwrap();
+    assert_eq!(s.train.examples, s.dev.examples);
+    assert_eq!(s.train_batches.normalize.std, vec![0.25; 3]);
+}

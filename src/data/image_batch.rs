@@ -1,7 +1,8 @@
 //! Image classification data for training: loading the three on-disk formats behind one
 //! function ([`load_images`]), the recipe settings of image tasks ([`ImageFormat`],
 //! [`NormalizeConfig`], [`AugmentConfig`]), and batches built straight into one f32 buffer
-//! ([`ImageBatchConfig::batch`]).
+//! ([`ImageBatchConfig::batch`]), and all of it from a recipe's `data:` section
+//! ([`load_image_splits`]).
 //!
 //! # Batches
 //!
@@ -492,4 +493,85 @@ impl ImageBatchConfig {
         self.normalize.check_channels(shape[0])?;
         Ok(shape)
     }
+}
+
+/// The data of an image-classification recipe, ready for training: both splits and the
+/// batch settings of each.
+#[derive(Debug, Clone)]
+pub struct ImageSplits {
+    /// The training set (`data.train`, its training split).
+    pub train: ImageSet,
+    /// The dev set (`data.dev`, or the test split of `data.train`'s directory).
+    pub dev: ImageSet,
+    /// Training batches: normalisation and augmentation seeded with the run's seed.
+    pub train_batches: ImageBatchConfig,
+    /// Evaluation batches: the same normalisation, no augmentation.
+    pub eval_batches: ImageBatchConfig,
+}
+
+/// Loads the splits of an image task from a recipe's `data:` section:
+///
+/// * `train` (required): read with [`load_images`] (`format`, or detected), training split;
+/// * `dev`: read as the test split of its path; when absent, the test split of `train`'s
+///   directory (CIFAR-10 `test_batch.bin`, idx `t10k-*`); an image folder or a single
+///   file needs `dev`;
+/// * `max_train_examples` / `max_dev_examples`: the first examples only (file order);
+/// * `normalize` (checked against the images' channels), else [`Normalize::from_images`]
+///   of the (possibly truncated) training set;
+/// * `augment` for training batches, seeded with `seed` (the recipe's `training.seed`).
+pub fn load_image_splits(
+    data: &crate::recipe::sections::DataSection,
+    seed: u64,
+) -> Result<ImageSplits, DataError> {
+    let train_path = data.train.as_deref().ok_or_else(|| {
+        DataError::Config("data.train: required for image tasks (a file or directory)".into())
+    })?;
+    let train_path = Path::new(train_path);
+    let format = match data.format {
+        Some(f) => f,
+        None => {
+            if !train_path.exists() {
+                return Err(DataError::MissingAsset {
+                    path: train_path.to_path_buf(),
+                });
+            }
+            ImageFormat::detect(train_path)?
+        }
+    };
+    let mut train = load_images(Some(format), train_path, ImageSplit::Train)?;
+    let mut dev = match data.dev.as_deref() {
+        Some(dev) => load_images(Some(format), dev, ImageSplit::Test)?,
+        None if train_path.is_dir() && format != ImageFormat::ImageFolder => {
+            load_images(Some(format), train_path, ImageSplit::Test)?
+        }
+        None => {
+            return Err(DataError::Config(format!(
+                "data.dev: required when data.train ({}) is a single file or an image folder",
+                train_path.display()
+            )));
+        }
+    };
+    if let Some(n) = data.max_train_examples {
+        train.examples.truncate(n);
+    }
+    if let Some(n) = data.max_dev_examples {
+        dev.examples.truncate(n);
+    }
+    let Some(first) = train.examples.first() else {
+        return Err(DataError::Inconsistent {
+            path: train_path.to_path_buf(),
+            message: "no training images".into(),
+        });
+    };
+    let normalize = match &data.normalize {
+        Some(n) => n.to_normalize(first.channels)?,
+        None => Normalize::from_images(&train.examples)?,
+    };
+    let augment = data.augment.and_then(|a| a.to_augment());
+    Ok(ImageSplits {
+        train,
+        dev,
+        train_batches: ImageBatchConfig::train(normalize.clone(), augment, seed),
+        eval_batches: ImageBatchConfig::eval(normalize),
+    })
 }
