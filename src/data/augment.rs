@@ -68,21 +68,70 @@ impl Augment {
         }
     }
 
-    /// Applies the augmentations with the random choices drawn from `rng` (crop offsets
-    /// first, then the flip).
-    pub fn apply(&self, img: &ImageExample, rng: &mut impl Rng) -> ImageExample {
-        let mut out = match self.crop_padding {
+    /// Draws the random choices from `rng`: the crop offsets first (when cropping), then
+    /// the flip (when flipping). [`Augment::apply`] and the batch builder of
+    /// [`image_batch`](super::image_batch) both use this draw, so they agree exactly.
+    pub fn draw(&self, rng: &mut impl Rng) -> AugmentChoice {
+        let (pad, dy, dx) = match self.crop_padding {
             Some(pad) if pad > 0 => {
                 let dy = rng.random_range(0..=2 * pad);
                 let dx = rng.random_range(0..=2 * pad);
-                crop_padded(img, pad, dy, dx)
+                (pad, dy, dx)
             }
-            _ => img.clone(),
+            _ => (0, 0, 0),
         };
-        if self.horizontal_flip && rng.random_bool(0.5) {
-            out = hflip(&out);
-        }
-        out
+        let flip = self.horizontal_flip && rng.random_bool(0.5);
+        AugmentChoice { pad, dy, dx, flip }
+    }
+
+    /// Applies the augmentations with the random choices drawn from `rng` (crop offsets
+    /// first, then the flip).
+    pub fn apply(&self, img: &ImageExample, rng: &mut impl Rng) -> ImageExample {
+        self.draw(rng).apply(img)
+    }
+}
+
+/// The random choices of one augmented image (see [`Augment::draw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AugmentChoice {
+    /// Zero padding per side of the crop (0: no crop).
+    pub pad: usize,
+    /// Row offset of the crop in the padded image (`0..=2·pad`; `pad` = no shift).
+    pub dy: usize,
+    /// Column offset of the crop in the padded image (`0..=2·pad`).
+    pub dx: usize,
+    /// Whether the (cropped) image is mirrored left to right.
+    pub flip: bool,
+}
+
+impl AugmentChoice {
+    /// The identity (no crop, no flip).
+    pub const NONE: AugmentChoice = AugmentChoice {
+        pad: 0,
+        dy: 0,
+        dx: 0,
+        flip: false,
+    };
+
+    /// Applies the choices: crop of the padded image, then the flip.
+    pub fn apply(&self, img: &ImageExample) -> ImageExample {
+        let out = if self.pad > 0 {
+            crop_padded(img, self.pad, self.dy, self.dx)
+        } else {
+            img.clone()
+        };
+        if self.flip { hflip(&out) } else { out }
+    }
+
+    /// Where output pixel `(y, x)` comes from in an `h × w` source image: `Some((sy, sx))`,
+    /// or `None` for a padding pixel (value 0).
+    #[inline]
+    pub fn source(&self, y: usize, x: usize, h: usize, w: usize) -> Option<(usize, usize)> {
+        // The flip mirrors the cropped image: output column x is crop column w - 1 - x.
+        let cx = if self.flip { w - 1 - x } else { x };
+        let sy = (y + self.dy).checked_sub(self.pad).filter(|&s| s < h)?;
+        let sx = (cx + self.dx).checked_sub(self.pad).filter(|&s| s < w)?;
+        Some((sy, sx))
     }
 }
 

@@ -290,6 +290,102 @@ impl Normalize {
         }
     }
 
+    /// A checked normalisation: as many means as standard deviations (at least one), means
+    /// finite, standard deviations finite and > 0.
+    pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Result<Self, DataError> {
+        if mean.is_empty() || mean.len() != std.len() {
+            return Err(DataError::Config(format!(
+                "data.normalize: {} means and {} standard deviations (one of each per channel)",
+                mean.len(),
+                std.len()
+            )));
+        }
+        if let Some((c, m)) = mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            return Err(DataError::Config(format!(
+                "data.normalize.mean[{c}] = {m} is not finite"
+            )));
+        }
+        if let Some((c, s)) = std
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(DataError::Config(format!(
+                "data.normalize.std[{c}] = {s} is not a valid standard deviation (finite, > 0)"
+            )));
+        }
+        Ok(Self { mean, std })
+    }
+
+    /// An error (naming `data.normalize`) unless the normalisation has `channels` channels.
+    pub fn check_channels(&self, channels: usize) -> Result<(), DataError> {
+        if self.mean.len() == channels && self.std.len() == channels {
+            Ok(())
+        } else {
+            Err(DataError::Config(format!(
+                "data.normalize has {} means and {} standard deviations for images of {channels}                  channels",
+                self.mean.len(),
+                self.std.len()
+            )))
+        }
+    }
+
+    /// The per-channel mean and (population) standard deviation of the pixels of `images`
+    /// scaled to `0..=1`, from exact integer sums (runs on all cores). All images must have
+    /// the channel count of the first; a constant channel gets a standard deviation of 1.
+    pub fn from_images(images: &[ImageExample]) -> Result<Self, DataError> {
+        use rayon::prelude::*;
+        let Some(first) = images.first() else {
+            return Err(DataError::Config(
+                "no images to compute the normalisation from".into(),
+            ));
+        };
+        let c = first.channels;
+        if let Some((i, img)) = images.iter().enumerate().find(|(_, im)| {
+            im.channels != c || im.pixels.len() != im.shape().iter().product::<usize>()
+        }) {
+            return Err(DataError::Config(format!(
+                "image {i} has shape {:?} and {} pixel values; image 0 has {c} channels",
+                img.shape(),
+                img.pixels.len()
+            )));
+        }
+        // Per channel: (number of pixels, sum, sum of squares), exact in u64/u128.
+        let zero = || vec![(0u64, 0u64, 0u128); c];
+        let sums = images
+            .par_iter()
+            .fold(zero, |mut acc, img| {
+                let plane = img.height * img.width;
+                for (ch, a) in acc.iter_mut().enumerate() {
+                    for &p in &img.pixels[ch * plane..(ch + 1) * plane] {
+                        a.0 += 1;
+                        a.1 += u64::from(p);
+                        a.2 += u128::from(u32::from(p) * u32::from(p));
+                    }
+                }
+                acc
+            })
+            .reduce(zero, |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.0 += y.0;
+                    x.1 += y.1;
+                    x.2 += y.2;
+                }
+                a
+            });
+        let mut mean = Vec::with_capacity(c);
+        let mut std = Vec::with_capacity(c);
+        for (n, s, q) in sums {
+            let n = n.max(1) as f64;
+            let m = s as f64 / n;
+            let var = (q as f64 / n - m * m).max(0.0);
+            let sd = var.sqrt() / 255.0;
+            mean.push((m / 255.0) as f32);
+            std.push(if sd > 0.0 { sd as f32 } else { 1.0 });
+        }
+        Ok(Self { mean, std })
+    }
+
     /// Normalises one image into `[C, H, W]` floats.
     pub fn apply(&self, img: &ImageExample) -> Vec<f32> {
         let plane = img.height * img.width;

@@ -13,6 +13,7 @@ pub mod cifar;
 pub mod error;
 pub mod glue;
 pub mod idx;
+pub mod image_batch;
 pub mod images;
 mod parquet_rows;
 pub mod squad;

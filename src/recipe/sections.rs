@@ -210,6 +210,19 @@ pub struct DataSection {
     pub max_train_examples: Option<usize>,
     /// Use at most this many dev examples (for quick runs).
     pub max_dev_examples: Option<usize>,
+    /// Image tasks: the format of `train`/`dev`, `cifar10`, `idx` or `image_folder` (see
+    /// [`ImageFormat`](crate::data::image_batch::ImageFormat)); default: detected from the
+    /// path.
+    #[serde(default)]
+    pub format: Option<crate::data::image_batch::ImageFormat>,
+    /// Image tasks: `{mean: [..], std: [..]}` per channel of pixels scaled to `0..=1`;
+    /// default: the training set's own statistics.
+    #[serde(default)]
+    pub normalize: Option<crate::data::image_batch::NormalizeConfig>,
+    /// Image tasks: training augmentation `{random_crop_padding: 4, horizontal_flip: true}`;
+    /// default: none.
+    #[serde(default)]
+    pub augment: Option<crate::data::image_batch::AugmentConfig>,
 }
 
 /// `training:` — the loop.
@@ -250,6 +263,10 @@ pub struct TrainingSection {
     pub sparseprop: SparsePropMode,
     /// The weight sparsity from which a layer runs SparseProp (default 0.8).
     pub sparseprop_min_sparsity: Option<f64>,
+    /// Label smoothing ε of the classification cross-entropy, in `[0, 1]` (PyTorch's
+    /// `label_smoothing`; default 0).
+    #[serde(default, deserialize_with = "crate::loss::deserialize_label_smoothing")]
+    pub label_smoothing: f64,
 }
 
 /// `training.sparseprop`.
@@ -288,6 +305,15 @@ pub struct OptimizerSection {
     /// SGD Nesterov momentum.
     #[serde(default)]
     pub nesterov: bool,
+    /// Parameters that get no weight decay: exact names, `re:` patterns, or `__1D__`
+    /// (every parameter with at most one dimension: biases, LayerNorm/BatchNorm weights
+    /// and biases). Default `[__1D__]` (Hugging Face's rule); `[]` decays everything. See
+    /// [`WeightDecay`](crate::sparsity::enforce::WeightDecay).
+    #[serde(
+        default = "crate::sparsity::enforce::default_no_decay",
+        deserialize_with = "crate::sparsity::enforce::deserialize_no_decay"
+    )]
+    pub no_decay: Vec<String>,
 }
 
 /// The optimizers a recipe can name.

@@ -8,11 +8,16 @@
 //! 1. the gradient of every masked parameter is multiplied by its mask;
 //! 2. optional global-norm clipping then sees only the masked gradients (the norm of
 //!    all parameters together, PyTorch's `clip_grad_norm_` formula);
-//! 3. the wrapped per-tensor burn [`Optimizer`] (SGD with momentum and weight decay,
+//! 3. optional weight decay by parameter group ([`WeightDecay`], set with
+//!    [`MaskedOptimizer::with_weight_decay`]; the wrapped optimizer is then built with
+//!    weight decay 0): L2 (`grad += wd·θ`, masked again, as PyTorch's SGD and Adam) or
+//!    decoupled (`θ ← θ·(1 − lr·wd)` before the step, as PyTorch's AdamW), skipping the
+//!    excluded parameters (by default every parameter with at most one dimension);
+//! 4. the wrapped per-tensor burn [`Optimizer`] (SGD with momentum and weight decay,
 //!    Adam, AdamW, or any other) takes its step;
-//! 4. the updated weight is multiplied by the mask again, so nothing the optimizer does
+//! 5. the updated weight is multiplied by the mask again, so nothing the optimizer does
 //!    (momentum, L2 or decoupled weight decay, Adam's `eps`) can leave a non-zero there;
-//! 5. whenever the mask of a parameter changes (a new mask generation), the optimizer
+//! 6. whenever the mask of a parameter changes (a new mask generation), the optimizer
 //!    state of that parameter — every state tensor of the parameter's shape: momentum
 //!    buffers, first and second moments — is zeroed at the pruned coordinates. With the
 //!    weight, its masked gradient and its moments all zero, SGD, Adam and AdamW leave a
@@ -34,6 +39,8 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, Optimizer, StateSink, StateSource};
@@ -41,6 +48,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::mask::{Mask, MaskError, MaskSet, read_values};
 use super::params::{BurnPaths, ParamNaming, PathStack, list_params};
+use super::selection::{ParamInfo, ParamSelector, SelectionError};
+use crate::recipe::sections::{OptimizerKind, OptimizerSection};
 
 /// Errors of mask enforcement.
 #[derive(Debug, thiserror::Error)]
@@ -443,6 +452,207 @@ fn clean_state<S: burn::optim::RecordState>(state: S, mask: &Mask, device: &Devi
         .expect("a state rebuilt from its own flattening is complete")
 }
 
+/// The `no_decay` keyword for every parameter with at most one dimension (biases,
+/// LayerNorm/BatchNorm weights and biases, scalars).
+pub const NO_DECAY_1D: &str = "__1D__";
+
+/// How weight decay enters the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecayKind {
+    /// L2 regularisation: `grad ← grad + wd·θ` after masking and clipping, before the
+    /// wrapped optimizer's step (so before SGD's momentum and Adam's moments), as PyTorch's
+    /// `SGD` and `Adam` with `weight_decay`.
+    L2,
+    /// Decoupled: `θ ← θ·(1 − lr·wd)` just before the wrapped optimizer's step, as
+    /// PyTorch's `AdamW`.
+    Decoupled,
+}
+
+impl DecayKind {
+    /// The kind PyTorch uses for an optimizer: decoupled for AdamW, L2 for Adam and SGD.
+    pub fn for_optimizer(kind: OptimizerKind) -> Self {
+        match kind {
+            OptimizerKind::Adamw => DecayKind::Decoupled,
+            OptimizerKind::Adam | OptimizerKind::Sgd => DecayKind::L2,
+        }
+    }
+}
+
+/// A rule on `(name, shape)` that says whether a parameter is excluded from weight decay.
+pub type NoDecayFn = Arc<dyn Fn(&str, &[usize]) -> bool + Send + Sync>;
+
+/// Which parameters get no weight decay.
+#[derive(Clone)]
+pub enum NoDecay {
+    /// The parameters matched by patterns (exact names and `re:` patterns, as in
+    /// [`selection`](super::selection)), plus, when `one_dimensional` is set, every
+    /// parameter with at most one dimension.
+    Rules {
+        /// Exclude every parameter of at most one dimension (`__1D__`).
+        one_dimensional: bool,
+        /// Exclude the parameters these patterns select.
+        patterns: ParamSelector,
+    },
+    /// The parameters for which the function of `(name, shape)` returns true.
+    Predicate(NoDecayFn),
+}
+
+impl fmt::Debug for NoDecay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoDecay::Rules {
+                one_dimensional,
+                patterns,
+            } => f
+                .debug_struct("Rules")
+                .field("one_dimensional", one_dimensional)
+                .field("patterns", patterns)
+                .finish(),
+            NoDecay::Predicate(_) => f.write_str("Predicate(..)"),
+        }
+    }
+}
+
+impl NoDecay {
+    /// Hugging Face's rule: no decay for parameters with at most one dimension.
+    pub fn one_dimensional() -> Self {
+        Self::Rules {
+            one_dimensional: true,
+            patterns: ParamSelector::new(&[], &[]).expect("no patterns always compile"),
+        }
+    }
+
+    /// Every parameter is decayed.
+    pub fn nothing() -> Self {
+        Self::Rules {
+            one_dimensional: false,
+            patterns: ParamSelector::new(&[], &[]).expect("no patterns always compile"),
+        }
+    }
+
+    /// From a recipe's `no_decay` list: exact names, `re:` patterns and [`NO_DECAY_1D`].
+    pub fn from_patterns(patterns: &[String]) -> Result<Self, SelectionError> {
+        let (one_d, rest): (Vec<&String>, Vec<&String>) =
+            patterns.iter().partition(|p| p.as_str() == NO_DECAY_1D);
+        let rest: Vec<String> = rest.into_iter().cloned().collect();
+        Ok(Self::Rules {
+            one_dimensional: !one_d.is_empty(),
+            patterns: ParamSelector::new(&rest, &[])?,
+        })
+    }
+
+    /// Excludes the parameters for which `f(name, shape)` is true.
+    pub fn predicate(f: impl Fn(&str, &[usize]) -> bool + Send + Sync + 'static) -> Self {
+        Self::Predicate(Arc::new(f))
+    }
+
+    /// Whether the parameter `name` of shape `shape` is excluded from decay.
+    pub fn excludes(&self, name: &str, shape: &[usize]) -> bool {
+        match self {
+            NoDecay::Rules {
+                one_dimensional,
+                patterns,
+            } => {
+                (*one_dimensional && shape.len() <= 1)
+                    || patterns.is_selected(&ParamInfo::new(name, shape.to_vec()))
+            }
+            NoDecay::Predicate(f) => f(name, shape),
+        }
+    }
+}
+
+/// Weight decay applied by [`MaskedOptimizer`] itself, by parameter group: every
+/// parameter except the excluded ones is decayed with `value`; the wrapped optimizer must
+/// be built with weight decay 0. This is PyTorch's two parameter groups
+/// `[{'params': decay, 'weight_decay': wd}, {'params': no_decay, 'weight_decay': 0}]`.
+#[derive(Debug, Clone)]
+pub struct WeightDecay {
+    /// L2 (SGD, Adam) or decoupled (AdamW).
+    pub kind: DecayKind,
+    /// The decay coefficient `wd` (finite, >= 0).
+    pub value: f64,
+    /// The parameters that get no decay.
+    pub exclude: NoDecay,
+}
+
+/// A weight-decay setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightDecayError {
+    /// `optimizer.weight_decay` is negative or not finite.
+    #[error("optimizer.weight_decay = {0} is not a valid weight decay (finite, >= 0)")]
+    Value(f64),
+    /// A pattern of `optimizer.no_decay` does not compile.
+    #[error("optimizer.no_decay: {0}")]
+    Pattern(#[from] SelectionError),
+}
+
+impl WeightDecay {
+    /// Decay of kind `kind` and coefficient `value`, excluding the parameters with at most
+    /// one dimension (Hugging Face's rule; change it with [`with_exclude`](Self::with_exclude)).
+    pub fn new(kind: DecayKind, value: f64) -> Result<Self, WeightDecayError> {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(WeightDecayError::Value(value));
+        }
+        Ok(Self {
+            kind,
+            value,
+            exclude: NoDecay::one_dimensional(),
+        })
+    }
+
+    /// The same decay with another exclusion rule.
+    pub fn with_exclude(mut self, exclude: NoDecay) -> Self {
+        self.exclude = exclude;
+        self
+    }
+
+    /// The decay an `optimizer:` section asks for (`weight_decay`, `no_decay`, the kind from
+    /// `name`), or `None` when `weight_decay` is 0.
+    pub fn from_optimizer_section(o: &OptimizerSection) -> Result<Option<Self>, WeightDecayError> {
+        if o.weight_decay == 0.0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            Self::new(DecayKind::for_optimizer(o.name), o.weight_decay)?
+                .with_exclude(NoDecay::from_patterns(&o.no_decay)?),
+        ))
+    }
+
+    /// Whether the parameter `name` of shape `shape` is decayed.
+    pub fn applies_to(&self, name: &str, shape: &[usize]) -> bool {
+        self.value != 0.0 && !self.exclude.excludes(name, shape)
+    }
+}
+
+/// The default of `optimizer.no_decay`: `[__1D__]`.
+pub fn default_no_decay() -> Vec<String> {
+    vec![NO_DECAY_1D.to_string()]
+}
+
+/// One `no_decay` entry, checked when read (a bad regex is an error at its position).
+struct NoDecayPattern(String);
+
+impl<'de> serde::Deserialize<'de> for NoDecayPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s != NO_DECAY_1D {
+            ParamSelector::new(std::slice::from_ref(&s), &[]).map_err(serde::de::Error::custom)?;
+        }
+        Ok(NoDecayPattern(s))
+    }
+}
+
+/// Deserialises `optimizer.no_decay`, checking every pattern.
+pub fn deserialize_no_decay<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(Vec::<NoDecayPattern>::deserialize(d)?
+        .into_iter()
+        .map(|p| p.0)
+        .collect())
+}
+
 /// A burn per-tensor [`Optimizer`] (SGD, Adam, AdamW, ...) that enforces masks; see the
 /// module documentation for the mechanism.
 ///
@@ -461,6 +671,7 @@ pub struct MaskedOptimizer<O: Optimizer> {
     masks: MaskSet,
     max_grad_norm: Option<f64>,
     last_grad_norm: Option<f64>,
+    weight_decay: Option<WeightDecay>,
     states: HashMap<String, Slot>,
     cache: MaskCache,
 }
@@ -475,6 +686,7 @@ impl<O: Optimizer> MaskedOptimizer<O> {
             masks: MaskSet::new(),
             max_grad_norm: None,
             last_grad_norm: None,
+            weight_decay: None,
             states: HashMap::new(),
             cache: MaskCache::default(),
         }
@@ -491,6 +703,18 @@ impl<O: Optimizer> MaskedOptimizer<O> {
     pub fn with_max_grad_norm(mut self, max_norm: f64) -> Self {
         self.max_grad_norm = Some(max_norm);
         self
+    }
+
+    /// Applies `decay` by parameter group at every step (see [`WeightDecay`]); build the
+    /// wrapped optimizer with weight decay 0, or parameters are decayed twice.
+    pub fn with_weight_decay(mut self, decay: WeightDecay) -> Self {
+        self.weight_decay = Some(decay);
+        self
+    }
+
+    /// The weight decay applied by this wrapper, if any.
+    pub fn weight_decay(&self) -> Option<&WeightDecay> {
+        self.weight_decay.as_ref()
     }
 
     /// The masks being enforced.
@@ -737,7 +961,27 @@ impl<O: Optimizer> ModuleMapper for Stepper<'_, O> {
             state = state.map(|s| clean_state(s, mask, &device));
             generation = Some(mask.generation());
         }
-        let (mut updated, state) = self.opt.optim.step(self.lr, tensor.inner(), grad, state);
+        let mut tensor = tensor.inner();
+        let mut grad = grad;
+        if let Some(decay) = self
+            .opt
+            .weight_decay
+            .as_ref()
+            .filter(|d| d.applies_to(&name, &tensor.dims()))
+        {
+            match decay.kind {
+                DecayKind::L2 => {
+                    grad = tensor.clone().mul_scalar(decay.value) + grad;
+                    if let Some(mask) = mask {
+                        grad = grad.clone() * self.opt.cache.get(&name, mask, &grad);
+                    }
+                }
+                DecayKind::Decoupled => {
+                    tensor = tensor.mul_scalar(1.0 - self.lr * decay.value);
+                }
+            }
+        }
+        let (mut updated, state) = self.opt.optim.step(self.lr, tensor, grad, state);
         if let Some(mask) = mask {
             let m = self.opt.cache.get(&name, mask, &updated);
             updated = updated * m;

@@ -187,6 +187,9 @@ pub enum EngineError {
     /// Masks could not be applied.
     #[error(transparent)]
     Enforce(#[from] EnforceError),
+    /// `optimizer.weight_decay` / `optimizer.no_decay` are invalid.
+    #[error("optimizer: {0}")]
+    WeightDecay(#[from] crate::sparsity::enforce::WeightDecayError),
     /// The optimizer state could not be saved or restored.
     #[error(transparent)]
     OptimState(#[from] OptimStateError),
@@ -418,7 +421,7 @@ impl TaskVisitor for Train<'_> {
                 arch,
                 task,
             },
-        )
+        )?
     }
 }
 

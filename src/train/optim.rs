@@ -1,13 +1,16 @@
 //! The recipe's base optimizer (`optimizer:`), built with explicit PyTorch/HF defaults and
 //! wrapped in a [`MaskedOptimizer`].
+//!
+//! Weight decay is applied by the [`MaskedOptimizer`] per parameter group (none on the
+//! parameters `optimizer.no_decay` names — by default every parameter of at most one
+//! dimension: biases and norm parameters, Hugging Face's rule), L2 for SGD and Adam and
+//! decoupled for AdamW exactly as PyTorch orders them; the burn optimizers themselves are
+//! built without decay.
 
-use burn::optim::{
-    AdamConfig, AdamWConfig, Optimizer, SgdConfig, decay::WeightDecayConfig,
-    momentum::MomentumConfig,
-};
+use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig, momentum::MomentumConfig};
 
 use crate::recipe::sections::{OptimizerKind, OptimizerSection};
-use crate::sparsity::enforce::MaskedOptimizer;
+use crate::sparsity::enforce::{MaskedOptimizer, WeightDecay, WeightDecayError};
 
 /// Receives the masked optimizer a recipe names (each burn optimizer is its own type).
 pub trait OptimizerVisitor {
@@ -17,27 +20,37 @@ pub trait OptimizerVisitor {
     fn visit<O: Optimizer>(self, optim: MaskedOptimizer<O>) -> Self::Output;
 }
 
-/// Builds the recipe's optimizer and hands it to `visitor`.
-pub fn with_optimizer<V: OptimizerVisitor>(o: &OptimizerSection, visitor: V) -> V::Output {
-    match o.name {
-        OptimizerKind::Adamw => visitor.visit(MaskedOptimizer::new(adamw(o))),
-        OptimizerKind::Adam => visitor.visit(MaskedOptimizer::new(adam(o))),
-        OptimizerKind::Sgd => visitor.visit(MaskedOptimizer::new(sgd(o))),
+/// Builds the recipe's optimizer (with its weight decay groups) and hands it to `visitor`.
+pub fn with_optimizer<V: OptimizerVisitor>(
+    o: &OptimizerSection,
+    visitor: V,
+) -> Result<V::Output, WeightDecayError> {
+    let decay = WeightDecay::from_optimizer_section(o)?;
+    Ok(match o.name {
+        OptimizerKind::Adamw => visitor.visit(wrap_with(MaskedOptimizer::new(adamw(o)), &decay)),
+        OptimizerKind::Adam => visitor.visit(wrap_with(MaskedOptimizer::new(adam(o)), &decay)),
+        OptimizerKind::Sgd => visitor.visit(wrap_with(MaskedOptimizer::new(sgd(o)), &decay)),
+    })
+}
+
+fn wrap_with<O: Optimizer>(
+    m: MaskedOptimizer<O>,
+    decay: &Option<WeightDecay>,
+) -> MaskedOptimizer<O> {
+    match decay {
+        Some(d) => m.with_weight_decay(d.clone()),
+        None => m,
     }
 }
 
-fn decay(o: &OptimizerSection) -> Option<WeightDecayConfig> {
-    (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32))
-}
-
 /// AdamW with the recipe's values and HF's defaults (eps 1e-8), not burn's (eps 1e-5,
-/// weight decay 1e-4).
+/// weight decay 1e-4); the decay itself is the masked optimizer's.
 fn adamw(o: &OptimizerSection) -> impl Optimizer {
     AdamWConfig::new()
         .with_beta_1(o.betas[0] as f32)
         .with_beta_2(o.betas[1] as f32)
         .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
+        .with_weight_decay(0.0)
         .build()
 }
 
@@ -46,7 +59,7 @@ fn adam(o: &OptimizerSection) -> impl Optimizer {
         .with_beta_1(o.betas[0] as f32)
         .with_beta_2(o.betas[1] as f32)
         .with_epsilon(o.eps as f32)
-        .with_weight_decay(decay(o))
+        .with_weight_decay(None)
         .build()
 }
 
@@ -60,6 +73,6 @@ fn sgd(o: &OptimizerSection) -> impl Optimizer {
     });
     SgdConfig::new()
         .with_momentum(momentum)
-        .with_weight_decay(decay(o))
+        .with_weight_decay(None)
         .build()
 }

@@ -15,12 +15,12 @@ use crate::data::DataError;
 use crate::distill::OutputKey;
 use crate::metrics::MetricError;
 
-// pending merge: pub mod image;
+pub mod image;
 pub mod qa;
 pub mod text;
 
 pub use crate::recipe::sections::TaskKind;
-// pending merge: pub use image::ImageClassificationTask;
+pub use image::{ImageClassificationTask, ImageClassifier};
 pub use qa::QuestionAnsweringTask;
 pub use text::{SequenceClassificationTask, TextSplits, head_labels, load_text_splits, subset};
 
