@@ -117,6 +117,16 @@ pub trait Architecture {
     /// Exports `model` (inference mode) in the family's layout into the directory `dir`
     /// (created), as other tools load it.
     fn export(&self, model: &Self::Model, dir: &Path) -> Result<(), ArchError>;
+    /// Starts a re-calibration of the normalisation statistics (BatchNorm): resets them so
+    /// that the following training-mode forward passes accumulate a plain average of their
+    /// batch statistics (PyTorch's `momentum=None`). Returns `false` when the family has no
+    /// running statistics (BERT), and then the engine skips the passes.
+    fn begin_recalibration(&self, _model: &mut Self::Model) -> bool {
+        false
+    }
+    /// Ends a re-calibration: the normalisation layers use the new statistics in
+    /// inference and go back to their usual training behaviour.
+    fn end_recalibration(&self, _model: &mut Self::Model) {}
     /// Switches every prunable layer whose weight's sparsity is at least `threshold` to the
     /// SparseProp kernels with `execution` (re-packed on the current non-zeros), and every
     /// other prunable layer to the dense path. Returns the layers, in model order.

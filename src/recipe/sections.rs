@@ -263,6 +263,11 @@ pub struct TrainingSection {
     pub sparseprop: SparsePropMode,
     /// The weight sparsity from which a layer runs SparseProp (default 0.8).
     pub sparseprop_min_sparsity: Option<f64>,
+    /// BatchNorm re-calibration: after every mask update and before the export, reset the
+    /// running statistics and re-estimate them as the plain average over this many training
+    /// batches (forward passes only; no weight changes). Default: none. Models without
+    /// running statistics (BERT) ignore it.
+    pub bn_recalibration_batches: Option<usize>,
     /// Label smoothing ε of the classification cross-entropy, in `[0, 1]` (PyTorch's
     /// `label_smoothing`; default 0).
     #[serde(default, deserialize_with = "crate::loss::deserialize_label_smoothing")]

@@ -706,6 +706,10 @@ where
             model = self.update_masks(model, t)?;
             self.snapshot_teacher(&model, t)?;
             model = self.train_step(model, t)?;
+            if self.step == self.end {
+                // The exported model's BatchNorm statistics, re-estimated if asked.
+                model = self.recalibrate(model, self.end);
+            }
             self.evaluate_if_due(&model)?;
             if self.checkpoint_if_due(&model)? {
                 self.finish_phase();
@@ -762,7 +766,33 @@ where
         );
         self.log.line(&line);
         log::info!("{line}");
+        let model = self.recalibrate(model, t);
         Ok(self.switch_sparse(model, t))
+    }
+
+    /// BatchNorm re-calibration (`training.bn_recalibration_batches`) on the first batches
+    /// of step `t`'s epoch order: the statistics are a function of the weights and the step
+    /// only, so a resumed run recomputes the same ones.
+    fn recalibrate(&mut self, mut model: A::Model, t: u64) -> A::Model {
+        let Some(n) = self.training.bn_recalibration_batches.filter(|&n| n > 0) else {
+            return model;
+        };
+        if !self.arch.begin_recalibration(&mut model) {
+            return model;
+        }
+        self.micro_batch_indices(t);
+        let epoch = t / self.spe;
+        let order = self.order.as_ref().expect("set by micro_batch_indices").1.clone();
+        let batches = batches_per_epoch(order.len(), self.batch_size).min(n);
+        for b in 0..batches {
+            let xb = self.task.batch(batch(&order, self.batch_size, b), epoch, &self.ad);
+            let _ = self.task.outputs(&model, &xb);
+        }
+        self.arch.end_recalibration(&mut model);
+        self.log.line(&format!(
+            "step {t}: BatchNorm statistics re-estimated over {batches} training batches"
+        ));
+        model
     }
 
     /// Re-decides which layers run SparseProp (after a mask change or a resume).
