@@ -35,6 +35,15 @@ pub enum ArchError {
         #[source]
         source: BertError,
     },
+    /// A ResNet model (source, teacher, checkpoint or export) failed.
+    #[error("{what}: {source}")]
+    ResNet {
+        /// Which model and where.
+        what: String,
+        /// The cause.
+        #[source]
+        source: shears_models::resnet::ResNetError,
+    },
     /// A BERT source has no tokenizer.
     #[error("{what}: no tokenizer.json or vocab.txt next to the weights")]
     NoTokenizer {

@@ -782,10 +782,17 @@ where
         }
         self.micro_batch_indices(t);
         let epoch = t / self.spe;
-        let order = self.order.as_ref().expect("set by micro_batch_indices").1.clone();
+        let order = self
+            .order
+            .as_ref()
+            .expect("set by micro_batch_indices")
+            .1
+            .clone();
         let batches = batches_per_epoch(order.len(), self.batch_size).min(n);
         for b in 0..batches {
-            let xb = self.task.batch(batch(&order, self.batch_size, b), epoch, &self.ad);
+            let xb = self
+                .task
+                .batch(batch(&order, self.batch_size, b), epoch, &self.ad);
             let _ = self.task.outputs(&model, &xb);
         }
         self.arch.end_recalibration(&mut model);
