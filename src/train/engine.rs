@@ -521,6 +521,8 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer, R> 
     phase: Phase,
     order: Option<(u64, Vec<usize>)>,
     lengths: Vec<usize>,
+    epoch_started: Instant,
+    epoch_examples: usize,
 }
 
 impl<'a, A, T, O, R> Trainer<'a, A, T, O, R>
@@ -607,6 +609,8 @@ where
             },
             order: None,
             lengths: task.train_lengths(),
+            epoch_started: Instant::now(),
+            epoch_examples: 0,
             lr,
             plan,
             arch,
@@ -692,6 +696,7 @@ where
     fn train(mut self, mut model: A::Model) -> Result<RunEnd, EngineError> {
         self.session_start = self.step;
         self.started = Instant::now();
+        self.epoch_started = self.started;
         if self.step == 0 && self.modifiers.first_prune() == Some(0) && self.end > 0 {
             // Pruning starts at once: evaluate the starting (dense) model first.
             let rec = self.evaluate(&model, 0)?;
@@ -706,6 +711,9 @@ where
             model = self.update_masks(model, t)?;
             self.snapshot_teacher(&model, t)?;
             model = self.train_step(model, t)?;
+            if self.step.is_multiple_of(self.spe) {
+                self.log_epoch_time();
+            }
             if self.step == self.end {
                 // The exported model's BatchNorm statistics, re-estimated if asked.
                 model = self.recalibrate(model, self.end);
@@ -725,6 +733,27 @@ where
         }
         self.finish_phase();
         self.finish(model)
+    }
+
+    /// `epoch k: 5m38s (148.2 ex/s), 18 layers on SparseProp`: the wall time of every
+    /// epoch trained in this session, so dense and sparse epochs can be compared.
+    fn log_epoch_time(&mut self) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.epoch_started).as_secs_f64();
+        let examples = std::mem::take(&mut self.epoch_examples);
+        self.epoch_started = now;
+        if self.step - self.session_start < self.spe {
+            return; // a partial epoch (resumed mid-epoch)
+        }
+        let line = format!(
+            "epoch {}: {} ({:.1} ex/s), {} layers on SparseProp",
+            self.step / self.spe,
+            format_duration(secs),
+            examples as f64 / secs.max(1e-9),
+            self.sparse.active_layers()
+        );
+        self.log.line(&line);
+        log::info!("{line}");
     }
 
     fn log_eval(&mut self, line: String) {
@@ -881,6 +910,7 @@ where
         )?;
         self.step += 1;
         self.phase.examples += outcome.examples;
+        self.epoch_examples += outcome.examples;
         let secs = self.phase.started.elapsed().as_secs_f64().max(1e-9);
         let stats = StepStats {
             step: self.step,

@@ -37,6 +37,11 @@ impl SparsePolicy {
         }
     }
 
+    /// How many layers run SparseProp since the last switch.
+    pub fn active_layers(&self) -> usize {
+        self.last.len()
+    }
+
     /// Switches the layers of `model` (on `device`) after a mask change at step `t`;
     /// returns a log line when the set of sparse layers changed.
     pub fn apply<A: Architecture>(
