@@ -7,7 +7,11 @@
 //!
 //! This crate knows nothing of recipes, schedules or training: those live in `shears`.
 
+pub mod batch_norm;
 pub mod bert;
+pub mod conv;
 pub mod layer_norm;
 pub mod linear;
+pub mod resnet;
 pub mod sparseprop;
+pub mod weights;

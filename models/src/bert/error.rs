@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::weights::WeightsError;
+
 /// An error from BERT configuration, weights, tokenizer or model-source handling.
 ///
 /// Every variant names the file (and the tensor key, where there is one).
@@ -116,4 +118,38 @@ pub enum BertError {
     /// Inputs to the model are inconsistent (shapes, lengths).
     #[error("invalid model input: {0}")]
     Input(String),
+    /// Any other weight I/O error (e.g. strict loading's unexpected keys).
+    #[error(transparent)]
+    Weights(WeightsError),
+}
+
+/// Weight I/O errors keep the BERT variants they had before the I/O became generic: `Format`
+/// and `Write` become [`BertError::Checkpoint`], the others their namesakes.
+impl From<WeightsError> for BertError {
+    fn from(e: WeightsError) -> Self {
+        match e {
+            WeightsError::Io { path, source } => BertError::Io { path, source },
+            WeightsError::Format { path, message } => BertError::Checkpoint { path, message },
+            WeightsError::Write { path, message } => BertError::Checkpoint {
+                path,
+                message: format!("cannot write: {message}"),
+            },
+            WeightsError::UnsupportedDtype { path, key, dtype } => {
+                BertError::UnsupportedDtype { path, key, dtype }
+            }
+            WeightsError::ShapeMismatch {
+                path,
+                key,
+                expected,
+                found,
+            } => BertError::ShapeMismatch {
+                path,
+                key,
+                expected,
+                found,
+            },
+            WeightsError::MissingKeys { path, keys } => BertError::MissingKeys { path, keys },
+            other => BertError::Weights(other),
+        }
+    }
 }
