@@ -44,7 +44,8 @@ impl ParamNaming for BurnPaths {}
 /// * burn `Linear`: weight `[d_in, d_out]`, input dim `0`;
 /// * `Conv1d`/`Conv2d`/`Conv3d`/`DeformConv2d`: weight `[out, in/groups, k..]`, input dim `1`;
 /// * `ConvTranspose1d/2d/3d`: weight `[in, out/groups, k..]`, input dim `0`;
-/// * `PrunableLinear` (shears-models): weight in PyTorch layout `[out, in]`, input dim `1`.
+/// * `PrunableLinear` (shears-models): weight in PyTorch layout `[out, in]`, input dim `1`;
+/// * `PrunableConv2d` (shears-models): weight in PyTorch layout `[OC, IC, KH, KW]`, input dim `1`.
 ///
 /// Anything else (embeddings, norms, biases, a user's raw parameters) is `None`.
 pub fn input_dim_for(container: &str, leaf: &str, shape: &[usize]) -> Option<usize> {
@@ -53,7 +54,9 @@ pub fn input_dim_for(container: &str, leaf: &str, shape: &[usize]) -> Option<usi
     }
     match container {
         "Linear" | "ConvTranspose1d" | "ConvTranspose2d" | "ConvTranspose3d" => Some(0),
-        "Conv1d" | "Conv2d" | "Conv3d" | "DeformConv2d" | "PrunableLinear" => Some(1),
+        "Conv1d" | "Conv2d" | "Conv3d" | "DeformConv2d" | "PrunableLinear" | "PrunableConv2d" => {
+            Some(1)
+        }
         _ => None,
     }
 }
