@@ -108,7 +108,7 @@ pub trait KeyMap {
     }
 
     /// The burn path of the checkpoint key `key` (inverse of [`to_file`](Self::to_file)).
-    fn from_file(&self, key: &str) -> String {
+    fn burn_path(&self, key: &str) -> String {
         key.to_string()
     }
 

@@ -246,10 +246,9 @@ fn torch_saved_state_dict_loads_and_matches_its_safetensors_twin() {
         a, b,
         "the .pth and its safetensors twin give different logits"
     );
-    assert_abs(
-        "resnet20b .pth vs torch",
-        &a,
-        &flat_f32(&reference["resnet20b_det_logits"]),
-        1e-4,
-    );
+    // The deterministic weights are not trained: these logits reach ~10³, so the tolerance is
+    // 1e-4 relative to the largest logit (f32 resolution there is ~6e-5).
+    let want = flat_f32(&reference["resnet20b_det_logits"]);
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    assert_abs("resnet20b .pth vs torch", &a, &want, 1e-4 * scale);
 }

@@ -29,7 +29,7 @@ impl KeyMap for BertKeys {
         names::to_hf(burn_path)
     }
 
-    fn from_file(&self, key: &str) -> String {
+    fn burn_path(&self, key: &str) -> String {
         names::from_hf(key)
     }
 

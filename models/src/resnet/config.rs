@@ -74,7 +74,7 @@ impl ResNetArch {
                 _ => {}
             }
         }
-        if depth >= 8 && (depth - 2) % 6 == 0 {
+        if depth >= 8 && (depth - 2).is_multiple_of(6) {
             Ok(Self::Cifar { depth, shortcut })
         } else {
             Err(unknown())
