@@ -69,7 +69,7 @@ pub struct BertFamily<M> {
 fn bert_err(what: &str) -> impl Fn(BertError) -> ArchError + '_ {
     move |source| ArchError::Bert {
         what: what.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -80,7 +80,7 @@ pub fn model_files(base: &Path, spec: &str, what: &str) -> Result<ModelFiles, Ar
         .and_then(|s| s.resolve())
         .map_err(|source| ArchError::Bert {
             what: format!("{what} `{spec}`"),
-            source,
+            source: Box::new(source),
         })
 }
 

@@ -33,7 +33,7 @@ pub enum ArchError {
         what: String,
         /// The cause.
         #[source]
-        source: BertError,
+        source: Box<BertError>,
     },
     /// A ResNet model (source, teacher, checkpoint or export) failed.
     #[error("{what}: {source}")]
@@ -42,7 +42,7 @@ pub enum ArchError {
         what: String,
         /// The cause.
         #[source]
-        source: shears_models::resnet::ResNetError,
+        source: Box<shears_models::resnet::ResNetError>,
     },
     /// A BERT source has no tokenizer.
     #[error("{what}: no tokenizer.json or vocab.txt next to the weights")]

@@ -41,7 +41,7 @@ fn resnet_err(what: impl Into<String>) -> impl Fn(ResNetError) -> ArchError {
     let what = what.into();
     move |source| ArchError::ResNet {
         what: what.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 

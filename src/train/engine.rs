@@ -336,7 +336,7 @@ pub(crate) fn dispatch<V: TaskVisitor>(
                 .resolve()
                 .map_err(|source| ArchError::Bert {
                     what: what.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             (files, what)
         }
