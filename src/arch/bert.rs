@@ -13,7 +13,7 @@ use shears_models::bert::{
 };
 use shears_models::sparseprop::select::Execution;
 
-use super::{ArchError, Architecture, SparseLayer, resolve_path};
+use super::{ArchError, Architecture, SparseLayer, resolve_path, switch_layer};
 use crate::sparsity::params::HfNames;
 
 /// A BERT module with an encoder (every HF BERT class shears runs).
@@ -253,23 +253,7 @@ impl<M: BertWithEncoder> Architecture for BertFamily<M> {
         for (i, layer) in encoder.layer.iter_mut().enumerate() {
             for (linear, suffix) in layer.linears_mut().into_iter().zip(LAYER_LINEARS) {
                 let name = format!("{}encoder.layer.{i}.{suffix}.weight", M::PREFIX);
-                let sparsity = match linear.set_sparse(execution) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::warn!("{name}: stays dense: {e}");
-                        linear.set_dense();
-                        continue;
-                    }
-                };
-                let sparse = sparsity >= threshold && execution != Execution::Dense;
-                if !sparse {
-                    linear.set_dense();
-                }
-                out.push(SparseLayer {
-                    name,
-                    sparsity,
-                    sparse,
-                });
+                out.extend(switch_layer(name, linear, threshold, execution));
             }
         }
         out

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::Device;
 use shears_models::bert::BertError;
+use shears_models::sparseprop::layout::LayoutError;
 use shears_models::sparseprop::select::Execution;
 
 use crate::sparsity::params::ParamNaming;
@@ -145,6 +146,60 @@ pub trait Architecture {
         threshold: f64,
         execution: Execution,
     ) -> Vec<SparseLayer>;
+}
+
+/// A prunable layer that can switch between SparseProp and the dense path.
+pub(crate) trait Switchable {
+    /// Packs the current non-zeros for SparseProp; returns the weight's sparsity.
+    fn to_sparse(&mut self, execution: Execution) -> Result<f64, LayoutError>;
+    /// Back to the dense path.
+    fn to_dense(&mut self);
+}
+
+impl Switchable for shears_models::linear::PrunableLinear {
+    fn to_sparse(&mut self, execution: Execution) -> Result<f64, LayoutError> {
+        self.set_sparse(execution)
+    }
+    fn to_dense(&mut self) {
+        self.set_dense();
+    }
+}
+
+impl Switchable for shears_models::resnet::PrunableLayerMut<'_> {
+    fn to_sparse(&mut self, execution: Execution) -> Result<f64, LayoutError> {
+        self.set_sparse(execution)
+    }
+    fn to_dense(&mut self) {
+        self.set_dense();
+    }
+}
+
+/// Runs `layer` on SparseProp when its weight is at least `threshold` sparse (and
+/// `execution` is not dense), else on the dense path; a weight that cannot be packed stays
+/// dense with a warning (`None`).
+pub(crate) fn switch_layer(
+    name: String,
+    layer: &mut impl Switchable,
+    threshold: f64,
+    execution: Execution,
+) -> Option<SparseLayer> {
+    let sparsity = match layer.to_sparse(execution) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{name}: stays dense: {e}");
+            layer.to_dense();
+            return None;
+        }
+    };
+    let sparse = sparsity >= threshold && execution != Execution::Dense;
+    if !sparse {
+        layer.to_dense();
+    }
+    Some(SparseLayer {
+        name,
+        sparsity,
+        sparse,
+    })
 }
 
 /// A recipe path resolved against `base` (`hf:` sources and absolute paths unchanged).

@@ -10,7 +10,7 @@ use shears_models::resnet::{ClassifierInit, ResNet, ResNetConfig, ResNetError, s
 use shears_models::sparseprop::select::Execution;
 use shears_models::weights::Checkpoint;
 
-use super::{ArchError, Architecture, SparseLayer, resolve_path};
+use super::{ArchError, Architecture, SparseLayer, resolve_path, switch_layer};
 use crate::data::image_batch::load_image_splits;
 use crate::recipe::Recipe;
 use crate::sparsity::params::BurnPaths;
@@ -202,23 +202,7 @@ impl Architecture for ResNetFamily {
         let mut out = Vec::new();
         for (name, mut layer) in model.prunable_layers_mut() {
             let name = format!("{name}.weight");
-            let sparsity = match layer.set_sparse(execution) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("{name}: stays dense: {e}");
-                    layer.set_dense();
-                    continue;
-                }
-            };
-            let sparse = sparsity >= threshold && execution != Execution::Dense;
-            if !sparse {
-                layer.set_dense();
-            }
-            out.push(SparseLayer {
-                name,
-                sparsity,
-                sparse,
-            });
+            out.extend(switch_layer(name, &mut layer, threshold, execution));
         }
         out
     }

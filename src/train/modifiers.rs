@@ -88,9 +88,8 @@ pub struct Pruning<M> {
     /// The schedule, targets and structure.
     pub plan: PruningPlan,
     selected: Vec<ParamInfo>,
-    masks: Option<MaskSet>,
     pruner: Box<dyn Pruner<M>>,
-    file: String,
+    state: SavedMasks,
 }
 
 /// A `!ConstantPruningModifier`: freezes the zeros present at its start.
@@ -98,8 +97,23 @@ pub struct ConstantMask {
     /// When and what.
     pub plan: ConstantPlan,
     selected: Vec<ParamInfo>,
+    state: SavedMasks,
+}
+
+/// A modifier's masks and the checkpoint file they are saved in.
+struct SavedMasks {
     masks: Option<MaskSet>,
     file: String,
+}
+
+impl SavedMasks {
+    fn save(&self, dir: &Path) -> Result<(), EngineError> {
+        save_opt(&self.masks, dir, &self.file)
+    }
+    fn restore(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.masks = restore_opt(dir, &self.file)?;
+        Ok(())
+    }
 }
 
 impl<M> ModifierState for Pruning<M> {
@@ -107,11 +121,10 @@ impl<M> ModifierState for Pruning<M> {
         &self.plan.label
     }
     fn save(&self, dir: &Path) -> Result<(), EngineError> {
-        save_opt(&self.masks, dir, &self.file)
+        self.state.save(dir)
     }
     fn restore(&mut self, dir: &Path) -> Result<(), EngineError> {
-        self.masks = restore_opt(dir, &self.file)?;
-        Ok(())
+        self.state.restore(dir)
     }
 }
 
@@ -120,11 +133,10 @@ impl ModifierState for ConstantMask {
         &self.plan.label
     }
     fn save(&self, dir: &Path) -> Result<(), EngineError> {
-        save_opt(&self.masks, dir, &self.file)
+        self.state.save(dir)
     }
     fn restore(&mut self, dir: &Path) -> Result<(), EngineError> {
-        self.masks = restore_opt(dir, &self.file)?;
-        Ok(())
+        self.state.restore(dir)
     }
 }
 
@@ -183,9 +195,11 @@ impl<M: Module> Modifiers<M> {
                 Ok(Pruning {
                     plan: p.clone(),
                     selected: select(all, &p.label, &p.params, &p.ignore)?,
-                    masks: None,
                     pruner: Box::new(Magnitude) as Box<dyn Pruner<M>>,
-                    file: format!("masks-prune-{i}.safetensors"),
+                    state: SavedMasks {
+                        masks: None,
+                        file: format!("masks-prune-{i}.safetensors"),
+                    },
                 })
             })
             .collect::<Result<_, EngineError>>()?;
@@ -197,8 +211,10 @@ impl<M: Module> Modifiers<M> {
                 Ok(ConstantMask {
                     plan: c.clone(),
                     selected: select(all, &c.label, &c.params, &c.ignore)?,
-                    masks: None,
-                    file: format!("masks-constant-{i}.safetensors"),
+                    state: SavedMasks {
+                        masks: None,
+                        file: format!("masks-constant-{i}.safetensors"),
+                    },
                 })
             })
             .collect::<Result<_, EngineError>>()?;
@@ -290,15 +306,15 @@ impl<M: Module> Modifiers<M> {
                     p.pruner
                         .prune(model, &p.plan, &p.selected, target, naming, source)?;
                 model = m;
-                p.masks = Some(masks);
+                p.state.masks = Some(masks);
                 changed = true;
-            } else if p.masks.is_some() && !p.plan.schedule.is_enforced(t) {
+            } else if p.state.masks.is_some() && !p.plan.schedule.is_enforced(t) {
                 changed = true;
             }
         }
         for c in &mut self.constant {
-            if t == c.plan.start_step && c.masks.is_none() {
-                c.masks = Some(
+            if t == c.plan.start_step && c.state.masks.is_none() {
+                c.state.masks = Some(
                     module_masks_from_nonzero(&model, naming, &c.selected).map_err(|source| {
                         EngineError::Mask {
                             modifier: c.plan.label.clone(),
@@ -321,12 +337,12 @@ impl<M: Module> Modifiers<M> {
             .pruning
             .iter()
             .filter(|p| p.plan.schedule.is_enforced(t))
-            .filter_map(|p| p.masks.clone())
+            .filter_map(|p| p.state.masks.clone())
             .chain(
                 self.constant
                     .iter()
                     .filter(|c| t >= c.plan.start_step && c.plan.end_step.is_none_or(|e| t < e))
-                    .filter_map(|c| c.masks.clone()),
+                    .filter_map(|c| c.state.masks.clone()),
             );
         union(sets).map_err(|source| EngineError::Mask {
             modifier: "mask union".into(),
