@@ -393,3 +393,68 @@ fn task_head_teacher_and_keys_are_parsed_with_positions() {
         );
     }
 }
+
+const CRAM: &str = "\
+training_modifiers:
+  - !EpochRangeModifier
+    end_epoch: 10
+  - !CrAMModifier
+    rho: 0.2
+    sparsities: [0.5, 0.7, 0.9]
+    ignore: [conv1.weight]
+";
+
+#[test]
+fn cram_fields_are_parsed_strictly_with_positions() {
+    let r = load(CRAM).unwrap();
+    let Modifier::CrAMModifier(c) = &r.modifiers[1].modifier else {
+        panic!("expected CrAM, got {:?}", r.modifiers[1].modifier)
+    };
+    assert_eq!(c.rho.0, 0.2);
+    let levels: Vec<f64> = c.sparsities.as_ref().unwrap().iter().map(|f| f.0).collect();
+    assert_eq!(levels, vec![0.5, 0.7, 0.9]);
+    assert!(c.plus && c.sparse_grad && c.global_sparsity);
+    assert_eq!(c.params, Params::AllPrunable);
+
+    let e = err(&CRAM.replace("    rho: 0.2\n", "    rho: 0.2\n    sparse_gard: false\n"));
+    assert!(
+        e.starts_with(
+            "r.yaml:6:5: training_modifiers[1]: unknown field `sparse_gard`, expected one of"
+        ),
+        "{e}"
+    );
+    let e = err(&CRAM.replace("rho: 0.2", "rho: -0.2"));
+    assert!(
+        e.starts_with("r.yaml:5:10: training_modifiers[1].rho: -0.2 is out of range"),
+        "{e}"
+    );
+    let e = err(&CRAM.replace("[0.5, 0.7, 0.9]", "[0.5, 1.7]"));
+    assert!(
+        e.starts_with("r.yaml:6:23: training_modifiers[1].sparsities[1]: 1.7 is out of range"),
+        "{e}"
+    );
+    let e = err(&CRAM.replace(
+        "sparsities: [0.5, 0.7, 0.9]",
+        "nm_patterns: [\"2:4\", \"unstructured\"]",
+    ));
+    assert!(
+        e.starts_with("r.yaml:6:26: training_modifiers[1].nm_patterns[1]: `unstructured` is not an N:M pattern"),
+        "{e}"
+    );
+    let e = err(&CRAM.replace(
+        "    sparsities: [0.5, 0.7, 0.9]\n",
+        "    sparsities: [0.5]\n    nm_patterns: [\"2:4\"]\n",
+    ));
+    assert!(
+        e.starts_with(
+            "r.yaml:4:5: training_modifiers[1]: give `sparsities` or `nm_patterns`, not both"
+        ),
+        "{e}"
+    );
+    let e = err(&CRAM.replace("    sparsities: [0.5, 0.7, 0.9]\n", ""));
+    assert!(e.contains("give the compression levels"), "{e}");
+    let e = err(&CRAM.replace("[0.5, 0.7, 0.9]", "[0.5, 1.0]"));
+    assert!(e.contains("would prune every weight"), "{e}");
+    let twice = format!("{CRAM}  - !CrAMModifier\n    rho: 0.1\n    sparsities: [0.5]\n");
+    assert!(err(&twice).contains("a recipe takes one !CrAMModifier"));
+}

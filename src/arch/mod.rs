@@ -137,6 +137,11 @@ pub trait Architecture {
     /// Ends a re-calibration: the normalisation layers use the new statistics in
     /// inference and go back to their usual training behaviour.
     fn end_recalibration(&self, _model: &mut Self::Model) {}
+    /// With `frozen`, the normalisation layers of `model` normalise training-mode passes
+    /// with the batch statistics but do not update their running statistics (CrAM's
+    /// perturbed pass); without, they return to their usual training behaviour. Families
+    /// without running statistics (BERT) do nothing.
+    fn freeze_batch_stats(_model: &mut Self::Model, _frozen: bool) {}
     /// Switches every prunable layer whose weight's sparsity is at least `threshold` to the
     /// SparseProp kernels with `execution` (re-packed on the current non-zeros), and every
     /// other prunable layer to the dense path. Returns the layers, in model order.

@@ -193,6 +193,14 @@ impl Architecture for ResNetFamily {
         model.set_bn_mode(BnMode::Auto);
     }
 
+    fn freeze_batch_stats(model: &mut ResNet, frozen: bool) {
+        model.set_bn_mode(if frozen {
+            BnMode::TrainFrozenStats
+        } else {
+            BnMode::Auto
+        });
+    }
+
     fn set_sparse(
         &self,
         model: &mut ResNet,

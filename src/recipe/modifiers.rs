@@ -30,6 +30,9 @@ pub enum Modifier {
     DistillationModifier(DistillationModifier),
     /// oBERT second-order pruning (parsed and validated; not implemented yet).
     OBSPruningModifier(ObsPruningModifier),
+    /// CrAM, the compression-aware minimizer: every optimizer step inside the window takes
+    /// its gradient at a perturbed, compressed copy of the weights (see [`CramModifier`]).
+    CrAMModifier(CramModifier),
 }
 
 impl Modifier {
@@ -45,6 +48,7 @@ impl Modifier {
             Modifier::EpochRangeModifier(_) => "EpochRangeModifier",
             Modifier::DistillationModifier(_) => "DistillationModifier",
             Modifier::OBSPruningModifier(_) => "OBSPruningModifier",
+            Modifier::CrAMModifier(_) => "CrAMModifier",
         }
     }
 
@@ -572,6 +576,100 @@ pub struct ObsPruningModifier {
     pub recomputation_inter_func: Option<InterFunc>,
     /// Options of the gradient sampler (batch size).
     pub grad_sampler_kwargs: Option<std::collections::BTreeMap<String, f64>>,
+    /// Accepted for compatibility; see [`LogTypes`].
+    pub log_types: Option<LogTypes>,
+}
+
+/// A non-negative, finite number (CrAM's `rho`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonNegative(pub f64);
+
+impl<'de> Deserialize<'de> for NonNegative {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && v >= 0.0 {
+            Ok(NonNegative(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "{v} is out of range: expected a finite number >= 0"
+            )))
+        }
+    }
+}
+
+/// An `N:M` pattern of `nm_patterns` (`"2:4"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NmPattern {
+    /// Nonzeros kept per group.
+    pub n: usize,
+    /// Group size.
+    pub m: usize,
+}
+
+impl<'de> Deserialize<'de> for NmPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match MaskType::deserialize(d)? {
+            MaskType::NM { n, m } => Ok(NmPattern { n, m }),
+            other => Err(de::Error::custom(format!(
+                "`{other}` is not an N:M pattern: expected a string like \"2:4\""
+            ))),
+        }
+    }
+}
+
+fn all_prunable() -> Params {
+    Params::AllPrunable
+}
+
+/// The fields of `!CrAMModifier` (Peste et al., ICLR 2023; the update rule of the
+/// reference `TopkCrAM`). At every optimizer step of the window, with `g` the gradient at
+/// the weights θ on the step's batch:
+///
+/// 1. θ′ = θ + `rho`·g (every parameter; not normalised by ‖g‖);
+/// 2. a compression level is drawn (uniformly from `sparsities`, or from `nm_patterns`),
+///    a function of the run's seed and the step only, so a resumed run draws the same;
+/// 3. the magnitude mask of θ′ at that level over `params` (one global threshold, or per
+///    tensor with `global_sparsity: false`; N:M groups along the input dimension);
+/// 4. ĝ = the gradient at the masked θ′ on the same batch (same dropout; BatchNorm
+///    normalises with batch statistics and leaves its running statistics alone), masked
+///    too when `sparse_grad`;
+/// 5. the base optimizer steps from θ (never θ′) with ĝ + g (`plus`, CrAM+) or ĝ.
+///
+/// Pruning modifiers' masks still hold: weights they prune stay zero, also in θ′.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CramModifier {
+    /// Size of the ascent step ρ (0.05 for ImageNet, 0.1–0.2 for CIFAR in the paper).
+    pub rho: NonNegative,
+    /// The sparsity set S of CrAM-Multi: one level is drawn per step (e.g. `[0.5, 0.7, 0.9]`).
+    /// Give this or `nm_patterns`.
+    pub sparsities: Option<Vec<Fraction>>,
+    /// N:M patterns, one drawn per step (e.g. `["2:4", "4:8"]`). Give this or `sparsities`.
+    pub nm_patterns: Option<Vec<NmPattern>>,
+    /// CrAM+: add the clean gradient g to ĝ (default true, the paper's recommendation).
+    #[serde(default = "yes")]
+    pub plus: bool,
+    /// Mask ĝ with the compression mask (default true, as the reference configurations).
+    #[serde(default = "yes")]
+    pub sparse_grad: bool,
+    /// Parameters compressed in the perturbed pass (default `__ALL_PRUNABLE__`: every
+    /// weight with at least two dimensions, all convolutions and linears).
+    #[serde(default = "all_prunable")]
+    pub params: Params,
+    /// Names or `re:` patterns excluded from `params`.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// One magnitude threshold across all `params` (default true) or one per tensor.
+    #[serde(default = "yes")]
+    pub global_sparsity: bool,
+    /// First CrAM step, in epochs (default 0).
+    pub start_epoch: Option<f64>,
+    /// End of CrAM (exclusive), in epochs; -1 (default) means to the end.
+    pub end_epoch: Option<f64>,
+    /// First CrAM step, in optimizer steps.
+    pub start_step: Option<u64>,
+    /// End of CrAM, in optimizer steps.
+    pub end_step: Option<u64>,
     /// Accepted for compatibility; see [`LogTypes`].
     pub log_types: Option<LogTypes>,
 }

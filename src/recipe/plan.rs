@@ -101,6 +101,39 @@ pub struct DistillPlan {
     pub end_step: Option<u64>,
 }
 
+/// `!CrAMModifier`, in steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CramPlan {
+    /// Which modifier.
+    pub label: String,
+    /// Ascent step ρ.
+    pub rho: f64,
+    /// The compression levels, one drawn per step: the sparsity and the mask structure
+    /// (unstructured, or N:M with sparsity `1 − N/M`).
+    pub levels: Vec<(f64, MaskKind)>,
+    /// CrAM+: the clean gradient is added.
+    pub plus: bool,
+    /// The perturbed-pass gradient is masked.
+    pub sparse_grad: bool,
+    /// Names, `re:` patterns or `__ALL_PRUNABLE__`.
+    pub params: Vec<String>,
+    /// Excluded names or patterns.
+    pub ignore: Vec<String>,
+    /// One threshold over all parameters, or one per tensor.
+    pub scope: Scope,
+    /// First CrAM step.
+    pub start_step: u64,
+    /// First plain step again (`None`: to the end).
+    pub end_step: Option<u64>,
+}
+
+impl CramPlan {
+    /// Whether step `t` is a CrAM step.
+    pub fn active_at(&self, t: u64) -> bool {
+        t >= self.start_step && self.end_step.is_none_or(|e| t < e)
+    }
+}
+
 /// Everything a run does, step by step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -117,6 +150,8 @@ pub struct Plan {
     pub constant: Vec<ConstantPlan>,
     /// Distillation, if any.
     pub distill: Option<DistillPlan>,
+    /// CrAM, if any.
+    pub cram: Option<CramPlan>,
 }
 
 /// Why a recipe cannot be planned.
@@ -171,6 +206,7 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
     let mut pruning = Vec::new();
     let mut constant = Vec::new();
     let mut distill = None;
+    let mut cram = None;
     let mut segments = Vec::new();
     let mut last_end = 0u64;
     let mut total = recipe.epoch_range().and_then(|w| w.end).map(step);
@@ -313,6 +349,45 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                     end_step: w.end.map(step),
                 });
             }
+            Modifier::CrAMModifier(c) => {
+                let w = window(
+                    c.start_epoch,
+                    c.end_epoch,
+                    c.start_step,
+                    c.end_step,
+                    Some(Time::Epoch(0.0)),
+                )
+                .expect("validated");
+                let levels = match (&c.sparsities, &c.nm_patterns) {
+                    (Some(s), _) => s.iter().map(|f| (f.0, MaskKind::Unstructured)).collect(),
+                    (None, p) => p
+                        .iter()
+                        .flatten()
+                        .map(|p| {
+                            (
+                                1.0 - p.n as f64 / p.m as f64,
+                                MaskKind::NM { n: p.n, m: p.m },
+                            )
+                        })
+                        .collect(),
+                };
+                cram = Some(CramPlan {
+                    label: label.clone(),
+                    rho: c.rho.0,
+                    levels,
+                    plus: c.plus,
+                    sparse_grad: c.sparse_grad,
+                    params: c.params.patterns(),
+                    ignore: c.ignore.clone(),
+                    scope: if c.global_sparsity {
+                        Scope::Global
+                    } else {
+                        Scope::LayerWise
+                    },
+                    start_step: step(w.start),
+                    end_step: w.end.map(step),
+                });
+            }
             Modifier::EpochRangeModifier(_) => {}
             Modifier::OBSPruningModifier(_) => unreachable!("validation rejects OBS"),
         }
@@ -349,5 +424,6 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
         pruning,
         constant,
         distill,
+        cram,
     })
 }

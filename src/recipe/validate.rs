@@ -291,17 +291,52 @@ fn check_one(m: &ModifierEntry) -> Result<(), String> {
              use !GlobalMagnitudePruningModifier for now"
                 .into(),
         ),
+        Modifier::CrAMModifier(c) => {
+            check_patterns(&c.params, &c.ignore)?;
+            match (&c.sparsities, &c.nm_patterns) {
+                (None, None) => {
+                    return Err(
+                        "give the compression levels: `sparsities` (e.g. [0.5, 0.7, 0.9]) or `nm_patterns` (e.g. [\"2:4\", \"4:8\"])"
+                            .into(),
+                    );
+                }
+                (Some(_), Some(_)) => {
+                    return Err("give `sparsities` or `nm_patterns`, not both".into());
+                }
+                (Some(s), None) if s.is_empty() => return Err("`sparsities` is empty".into()),
+                (None, Some(n)) if n.is_empty() => return Err("`nm_patterns` is empty".into()),
+                (Some(s), None) => {
+                    if let Some(one) = s.iter().find(|f| f.0 >= 1.0) {
+                        return Err(format!(
+                            "sparsity {} would prune every weight: CrAM levels are < 1",
+                            one.0
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            window(
+                c.start_epoch,
+                c.end_epoch,
+                c.start_step,
+                c.end_step,
+                Some(Time::Epoch(0.0)),
+            )?;
+            Ok(())
+        }
     }
 }
 
 pub(super) fn validate(recipe: &Recipe) -> Result<(), Problem> {
     let mut seen_range = None::<&ModifierEntry>;
     let mut seen_kd = None::<&ModifierEntry>;
+    let mut seen_cram = None::<&ModifierEntry>;
     for m in &recipe.modifiers {
         check_one(m).map_err(|msg| (m.mark.clone(), format!("{}[{}]", m.group, m.index), msg))?;
         let slot = match m.modifier {
             Modifier::EpochRangeModifier(_) => &mut seen_range,
             Modifier::DistillationModifier(_) => &mut seen_kd,
+            Modifier::CrAMModifier(_) => &mut seen_cram,
             _ => continue,
         };
         if let Some(first) = slot {

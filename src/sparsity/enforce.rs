@@ -73,16 +73,18 @@ pub enum EnforceError {
     },
 }
 
-/// Autodiff flags of a parameter, restored on the updated value.
-struct Flags {
+/// Autodiff flags of a parameter (gradient requirement, checkpointing, distribution),
+/// captured before a parameter's value is replaced and restored on the new value.
+pub struct ParamFlags {
     autodiff: bool,
     require_grad: bool,
     distributed: bool,
     checkpointing: Option<burn::tensor::GradientCheckpointingStrategy>,
 }
 
-impl Flags {
-    fn capture<const D: usize>(t: &Tensor<D>) -> Self {
+impl ParamFlags {
+    /// The flags of `t` (none for a tensor off the autodiff device).
+    pub fn capture<const D: usize>(t: &Tensor<D>) -> Self {
         if !t.is_autodiff() {
             // The autodiff queries panic on plain tensors.
             return Self {
@@ -100,7 +102,8 @@ impl Flags {
         }
     }
 
-    fn restore<const D: usize>(self, inner: Tensor<D>, id: ParamId) -> Tensor<D> {
+    /// `inner` (a value off the autodiff graph) as parameter `id` with the captured flags.
+    pub fn restore<const D: usize>(self, inner: Tensor<D>, id: ParamId) -> Tensor<D> {
         if !self.autodiff {
             return inner;
         }
@@ -180,7 +183,7 @@ impl ModuleMapper for Applier<'_> {
             self.error.get_or_insert(e);
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let flags = Flags::capture(&tensor);
+        let flags = ParamFlags::capture(&tensor);
         let m = self.cache.get(&name, mask, &tensor);
         let masked = flags.restore(tensor.inner() * m.inner(), id);
         Param::from_mapped_value(id, masked, mapper)
@@ -717,6 +720,11 @@ impl<O: Optimizer> MaskedOptimizer<O> {
         self.weight_decay.as_ref()
     }
 
+    /// The naming that keys masks and optimizer state.
+    pub fn naming(&self) -> &dyn ParamNaming {
+        self.naming.as_ref()
+    }
+
     /// The masks being enforced.
     pub fn masks(&self) -> &MaskSet {
         &self.masks
@@ -941,7 +949,7 @@ impl<O: Optimizer> ModuleMapper for Stepper<'_, O> {
         };
         let name = self.opt.naming.display_name(&self.stack.path());
         let device = tensor.device();
-        let flags = Flags::capture(&tensor);
+        let flags = ParamFlags::capture(&tensor);
         let grad = match self.scale {
             Some(s) => grad.mul_scalar(s),
             None => grad,

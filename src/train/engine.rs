@@ -45,6 +45,7 @@ use shears_models::bert::{BertForQuestionAnswering, BertForSequenceClassificatio
 
 use super::TrainError;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
+use super::cram::CramStep;
 use super::grads::GradientSource;
 use super::grads::{BatchGradients, Distilling};
 use super::modifiers::Modifiers;
@@ -55,7 +56,7 @@ use super::order::{batch, batches_per_epoch, epoch_order, mix};
 use super::progress::{Progress, StepStats, format_duration};
 use super::report::{RunReport, SparsitySummary};
 use super::sparse::SparsePolicy;
-use super::step::{PlainStep, StepRule};
+use super::step::{PlainStep, RecipeRule, StepRule};
 use super::task::{
     Metrics, QuestionAnsweringTask, SequenceClassificationTask, Task, TaskError, TaskKind,
     head_labels, load_text_splits,
@@ -436,14 +437,8 @@ impl<A: Architecture, T: Task<Model = A::Model>> OptimizerVisitor for StartTrain
     type Output = Result<RunEnd, EngineError>;
 
     fn visit<O: Optimizer>(self, optim: MaskedOptimizer<O>) -> Self::Output {
-        let (model, mut trainer) = Trainer::setup(
-            self.recipe,
-            self.opts,
-            self.arch,
-            &self.task,
-            optim,
-            PlainStep,
-        )?;
+        let (model, mut trainer) =
+            Trainer::setup(self.recipe, self.opts, self.arch, &self.task, optim)?;
         let model = trainer.resume(model)?;
         trainer.train(model)
     }
@@ -489,7 +484,7 @@ struct Phase {
 
 /// One training run: the recipe's plan, the model family and task, the masking modifiers,
 /// the optimizer and step rule, the teacher, and the run directory's state.
-struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer, R> {
+struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer> {
     recipe: &'a Recipe,
     opts: &'a EngineOptions,
     training: &'a TrainingSection,
@@ -508,7 +503,7 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer, R> 
     all_params: Vec<ParamInfo>,
     modifiers: Modifiers<A::Model>,
     optim: MaskedOptimizer<O>,
-    rule: R,
+    rule: RecipeRule<A::Model>,
     sparse: SparsePolicy,
     teacher: Teacher<A::Model>,
     store: CheckpointStore,
@@ -525,12 +520,11 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer, R> 
     epoch_examples: usize,
 }
 
-impl<'a, A, T, O, R> Trainer<'a, A, T, O, R>
+impl<'a, A, T, O> Trainer<'a, A, T, O>
 where
     A: Architecture,
     T: Task<Model = A::Model>,
     O: Optimizer,
-    R: StepRule<A::Model>,
 {
     /// Loads the student (and a teacher directory), plans the schedules and prepares the
     /// modifiers, the optimizer and the run directory.
@@ -540,7 +534,6 @@ where
         arch: A,
         task: &'a T,
         optim: MaskedOptimizer<O>,
-        rule: R,
     ) -> Result<(A::Model, Self), EngineError> {
         let training = recipe
             .training
@@ -573,6 +566,15 @@ where
         if let Some(max) = training.max_grad_norm {
             optim = optim.with_max_grad_norm(max);
         }
+        let rule = match plan.cram.clone() {
+            None => RecipeRule::Plain(PlainStep),
+            Some(c) => RecipeRule::Cram(Box::new(CramStep::new(
+                c,
+                &all_params,
+                training.seed,
+                A::freeze_batch_stats,
+            )?)),
+        };
         let run_dir = &opts.run_dir;
         let sparse = SparsePolicy::from_recipe(training);
         let trainer = Self {
@@ -903,6 +905,7 @@ where
             }),
         };
         let (model, outcome) = self.rule.step(
+            t,
             model,
             &mut source as &mut dyn GradientSource<_>,
             &mut self.optim,

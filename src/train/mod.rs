@@ -1,10 +1,11 @@
 //! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
-//! ([`task`]), gradient sources ([`grads`]), step rules ([`step`]), masking modifiers and
+//! ([`task`]), gradient sources ([`grads`]), step rules ([`step`], CrAM in [`cram`]), masking modifiers and
 //! pruners ([`modifiers`]), the distillation teacher ([`teacher`]), the SparseProp policy
 //! ([`sparse`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
 //! a failure cannot corrupt, progress lines and bars, and the run report.
 
 pub mod checkpoint;
+pub mod cram;
 pub mod engine;
 pub mod grads;
 pub mod modifiers;

@@ -25,9 +25,10 @@ pub struct StepOutcome {
 
 /// How an optimizer step uses gradients (see the module docs).
 pub trait StepRule<M: Module> {
-    /// Takes one step at learning rate `lr`.
+    /// Takes optimizer step `t` (0-based) at learning rate `lr`.
     fn step<O: Optimizer>(
         &mut self,
+        t: u64,
         model: M,
         source: &mut dyn GradientSource<M>,
         optim: &mut MaskedOptimizer<O>,
@@ -53,6 +54,7 @@ pub struct PlainStep;
 impl<M: Module> StepRule<M> for PlainStep {
     fn step<O: Optimizer>(
         &mut self,
+        _t: u64,
         model: M,
         source: &mut dyn GradientSource<M>,
         optim: &mut MaskedOptimizer<O>,
@@ -67,5 +69,29 @@ impl<M: Module> StepRule<M> for PlainStep {
                 examples: g.examples,
             },
         ))
+    }
+}
+
+/// The rule a recipe asks for: plain, or CrAM (`!CrAMModifier`).
+pub enum RecipeRule<M> {
+    /// One gradient, one step.
+    Plain(PlainStep),
+    /// CrAM inside its window, plain outside.
+    Cram(Box<super::cram::CramStep<M>>),
+}
+
+impl<M: Module> StepRule<M> for RecipeRule<M> {
+    fn step<O: Optimizer>(
+        &mut self,
+        t: u64,
+        model: M,
+        source: &mut dyn GradientSource<M>,
+        optim: &mut MaskedOptimizer<O>,
+        lr: f64,
+    ) -> Result<(M, StepOutcome), EngineError> {
+        match self {
+            RecipeRule::Plain(r) => r.step(t, model, source, optim, lr),
+            RecipeRule::Cram(r) => r.step(t, model, source, optim, lr),
+        }
     }
 }
