@@ -127,11 +127,13 @@ pub trait Architecture {
     /// Exports `model` (inference mode) in the family's layout into the directory `dir`
     /// (created), as other tools load it.
     fn export(&self, model: &Self::Model, dir: &Path) -> Result<(), ArchError>;
-    /// Starts a re-calibration of the normalisation statistics (BatchNorm): resets them so
-    /// that the following training-mode forward passes accumulate a plain average of their
-    /// batch statistics (PyTorch's `momentum=None`). Returns `false` when the family has no
-    /// running statistics (BERT), and then the engine skips the passes.
-    fn begin_recalibration(&self, _model: &mut Self::Model) -> bool {
+    /// Starts a re-calibration of the normalisation statistics (BatchNorm): resets them, and
+    /// the following forward passes (on any device) normalise with their batch statistics
+    /// and fold them into the running ones with `momentum` (an exponential average, as
+    /// torch's `momentum=0.1`), or with `None` into a plain average of the passes (torch's
+    /// `momentum=None`). Returns `false` when the family has no running statistics (BERT),
+    /// and then the caller skips the passes.
+    fn begin_recalibration(&self, _model: &mut Self::Model, _momentum: Option<f64>) -> bool {
         false
     }
     /// Ends a re-calibration: the normalisation layers use the new statistics in

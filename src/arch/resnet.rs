@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use shears_models::batch_norm::BnMode;
+use shears_models::batch_norm::{BatchNorm2dConfig, BnMode};
 use shears_models::resnet::{ClassifierInit, ResNet, ResNetConfig, ResNetError, save_safetensors};
 use shears_models::sparseprop::select::Execution;
 use shears_models::weights::Checkpoint;
@@ -184,12 +184,22 @@ impl Architecture for ResNetFamily {
         .map_err(|source| ArchError::Io { path: file, source })
     }
 
-    fn begin_recalibration(&self, model: &mut ResNet) -> bool {
+    fn begin_recalibration(&self, model: &mut ResNet, momentum: Option<f64>) -> bool {
+        // Switching to `Recalibrate` resets the statistics (and averages plainly).
         model.set_bn_mode(BnMode::Recalibrate);
+        if let Some(m) = momentum {
+            for (_, bn) in model.bn_layers_mut() {
+                bn.momentum = m;
+                bn.set_mode(BnMode::Train);
+            }
+        }
         true
     }
 
     fn end_recalibration(&self, model: &mut ResNet) {
+        for (_, bn) in model.bn_layers_mut() {
+            bn.momentum = BatchNorm2dConfig::new(bn.num_features()).momentum;
+        }
         model.set_bn_mode(BnMode::Auto);
     }
 

@@ -10,6 +10,7 @@ mod bench;
 mod eval;
 mod export;
 mod infer;
+mod prune;
 mod recipe;
 mod run;
 mod sparsity;
@@ -40,6 +41,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Print the fraction of zeros per tensor of a safetensors file.
     Sparsity(sparsity::SparsityArgs),
+    /// Prune a trained model once (magnitude, global or uniform, N:M), re-calibrate
+    /// BatchNorm, and evaluate each level.
+    Prune(prune::PruneArgs),
     /// Export a checkpoint to Hugging Face layout.
     Export(export::ExportArgs),
     /// Measure sparse kernels against the dense path on the same device.
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Recipe(cmd) => recipe::execute(cmd),
         Command::Infer(args) => infer::execute(args),
         Command::Eval(args) => eval::execute(args),
+        Command::Prune(args) => prune::execute(args),
         Command::Sparsity(args) => sparsity::execute(args),
         Command::Export(args) => export::execute(args),
         Command::Bench(cmd) => bench::execute(cmd),

@@ -808,7 +808,7 @@ where
         let Some(n) = self.training.bn_recalibration_batches.filter(|&n| n > 0) else {
             return model;
         };
-        if !self.arch.begin_recalibration(&mut model) {
+        if !self.arch.begin_recalibration(&mut model, None) {
             return model;
         }
         self.micro_batch_indices(t);

@@ -1,7 +1,7 @@
 //! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
 //! ([`task`]), gradient sources ([`grads`]), step rules ([`step`], CrAM in [`cram`]), masking modifiers and
 //! pruners ([`modifiers`]), the distillation teacher ([`teacher`]), the SparseProp policy
-//! ([`sparse`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
+//! ([`sparse`]), one-shot pruning ([`oneshot`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
 //! a failure cannot corrupt, progress lines and bars, and the run report.
 
 pub mod checkpoint;
@@ -9,6 +9,7 @@ pub mod cram;
 pub mod engine;
 pub mod grads;
 pub mod modifiers;
+pub mod oneshot;
 pub mod optim;
 pub mod order;
 pub mod progress;

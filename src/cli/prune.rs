@@ -1,0 +1,205 @@
+//! `shears prune`: one-shot compression of a trained model.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use shears::device::DeviceKind;
+use shears::recipe::modifiers::NmPattern;
+use shears::recipe::{Override, Recipe};
+use shears::sparsity::mask::{MaskKind, Scope};
+use shears::train::engine::fmt_metrics;
+use shears::train::oneshot::{Calibration, LevelResult, OneShot, prune_one_shot};
+
+/// How weights are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// |w|: magnitude pruning.
+    Magnitude,
+}
+
+/// Prune a trained model once (no training) at one or several levels, optionally
+/// re-calibrate BatchNorm, evaluate each level on the recipe's dev/test split, and print
+/// sparsity → metric.
+///
+/// The first row is the model as saved. Each level starts from the saved model again.
+/// Examples:
+///   shears prune --recipe recipes/resnet20-cifar10-dense.yaml \
+///     --model ../shared/assets/resnet_cifar10/resnet20-12fca82f.safetensors \
+///     --sparsities 0.5,0.7,0.8,0.9 --bn-recalibration 100 --out runs/oneshot-r20
+///   shears prune --recipe R --model M --nm 2:4 --ignore conv1.weight --json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct PruneArgs {
+    /// The trained model: a model directory (a run's `model/`, an HF directory) or a weights
+    /// file of the recipe's architecture.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Recipe whose model family, task and data are used.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// How weights are scored.
+    #[arg(long, value_enum, default_value = "magnitude")]
+    pub method: Method,
+    /// Unstructured target sparsities, comma-separated (e.g. `0.5,0.7,0.9`).
+    #[arg(long, value_delimiter = ',')]
+    pub sparsities: Vec<f64>,
+    /// N:M patterns, comma-separated (e.g. `2:4,4:8`), grouped along the input dimension.
+    #[arg(long, value_delimiter = ',', value_parser = parse_nm)]
+    pub nm: Vec<NmPattern>,
+    /// One threshold per tensor instead of one over all pruned parameters.
+    #[arg(long)]
+    pub uniform: bool,
+    /// Parameters to prune: names or `re:` patterns (repeatable; default every weight with
+    /// at least two dimensions, `__ALL_PRUNABLE__`).
+    #[arg(long = "params")]
+    pub params: Vec<String>,
+    /// Names or `re:` patterns left dense (repeatable).
+    #[arg(long)]
+    pub ignore: Vec<String>,
+    /// Re-calibrate BatchNorm with this many training-mode forward passes after pruning
+    /// (0: off; the CrAM reference uses 100). Models without BatchNorm skip it.
+    #[arg(long, default_value_t = 0)]
+    pub bn_recalibration: usize,
+    /// Examples per re-calibration pass.
+    #[arg(long, default_value_t = 128)]
+    pub calibration_batch_size: usize,
+    /// Training examples in the calibration set (a seeded sample, cycled through).
+    #[arg(long, default_value_t = 1000)]
+    pub calibration_examples: usize,
+    /// Running-statistics momentum during re-calibration (`0.1` as the reference), or
+    /// `average` for a plain mean of the passes.
+    #[arg(long, default_value = "0.1", value_parser = parse_momentum)]
+    pub bn_momentum: Momentum,
+    /// Seed of the calibration sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write each pruned model to `OUT/sparsity-0.90/` (`OUT/2of4/` for N:M) and the table to
+    /// `OUT/oneshot.json`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Override a variable or a section key of the recipe (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<Override>,
+    /// Where to compute (overrides the recipe's `device`).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
+}
+
+/// `--bn-momentum`: a momentum in (0, 1], or a plain average.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Momentum(pub Option<f64>);
+
+fn parse_momentum(s: &str) -> Result<Momentum, String> {
+    if s == "average" {
+        return Ok(Momentum(None));
+    }
+    match s.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= 1.0 => Ok(Momentum(Some(m))),
+        _ => Err(format!(
+            "`{s}` is not a momentum: expected a number in (0, 1] or `average`"
+        )),
+    }
+}
+
+fn parse_nm(s: &str) -> Result<NmPattern, String> {
+    let bad = || format!("`{s}` is not an N:M pattern: expected e.g. `2:4` with 0 < N <= M");
+    let (n, m) = s.split_once(':').ok_or_else(bad)?;
+    let n: usize = n.trim().parse().map_err(|_| bad())?;
+    let m: usize = m.trim().parse().map_err(|_| bad())?;
+    if n == 0 || n > m {
+        return Err(bad());
+    }
+    Ok(NmPattern { n, m })
+}
+
+/// Runs `shears prune`.
+pub fn execute(args: PruneArgs) -> anyhow::Result<()> {
+    let recipe = Recipe::load(&args.recipe, &args.overrides)?;
+    if args.sparsities.is_empty() && args.nm.is_empty() {
+        bail!("--sparsities or --nm: say at which levels to prune (e.g. --sparsities 0.5,0.7,0.9)");
+    }
+    if let Some(s) = args.sparsities.iter().find(|s| !(0.0..1.0).contains(*s)) {
+        bail!("--sparsities: {s} is not a sparsity in [0, 1)");
+    }
+    let mut levels: Vec<(f64, MaskKind)> = args
+        .sparsities
+        .iter()
+        .map(|&s| (s, MaskKind::Unstructured))
+        .collect();
+    levels.extend(args.nm.iter().map(|p| {
+        (
+            1.0 - p.n as f64 / p.m as f64,
+            MaskKind::NM { n: p.n, m: p.m },
+        )
+    }));
+    let job = OneShot {
+        levels,
+        params: if args.params.is_empty() {
+            vec!["__ALL_PRUNABLE__".into()]
+        } else {
+            args.params.clone()
+        },
+        ignore: args.ignore.clone(),
+        scope: if args.uniform {
+            Scope::LayerWise
+        } else {
+            Scope::Global
+        },
+        calibration: (args.bn_recalibration > 0).then_some(Calibration {
+            batches: args.bn_recalibration,
+            batch_size: args.calibration_batch_size,
+            examples: args.calibration_examples,
+            momentum: args.bn_momentum.0,
+            seed: args.seed,
+        }),
+        out: args.out.clone(),
+    };
+    let device = args.device.or(recipe.device).unwrap_or_default();
+    let results = prune_one_shot(&recipe, &args.model, &job, device, std::path::Path::new("."))
+        .with_context(|| format!("cannot prune {}", args.model.display()))?;
+    let json = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "method": "magnitude",
+        "scope": if args.uniform { "uniform" } else { "global" },
+        "bn_recalibration": args.bn_recalibration,
+        "levels": results,
+    });
+    if let Some(out) = &args.out {
+        let file = out.join("oneshot.json");
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::write(&file, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", table(&results));
+    }
+    Ok(())
+}
+
+fn table(rows: &[LevelResult]) -> String {
+    let mut s = format!(
+        "{:<14} {:>9} {:>6}  {}\n",
+        "level", "realised", "BN", "metrics"
+    );
+    for r in rows {
+        let level = match r.target {
+            None => "dense".to_string(),
+            Some(t) if r.structure == "unstructured" => format!("{:.1}%", t * 100.0),
+            Some(_) => r.structure.clone(),
+        };
+        s.push_str(&format!(
+            "{:<14} {:>8.2}% {:>6}  {}\n",
+            level,
+            r.realised * 100.0,
+            if r.recalibrated { "recal" } else { "-" },
+            fmt_metrics(&r.metrics)
+        ));
+    }
+    s
+}
