@@ -60,8 +60,47 @@ pub struct CheckReport {
     pub lr: Vec<ScheduleRow>,
     /// Why no schedule could be laid out, if it could not.
     pub plan_error: Option<String>,
+    /// What CrAM does, when the recipe has a `!CrAMModifier`.
+    pub cram: Option<String>,
     /// Things that are allowed but probably wrong.
     pub warnings: Vec<String>,
+}
+
+/// One line describing a CrAM plan.
+fn describe_cram(c: &crate::recipe::plan::CramPlan, spe: Option<u64>, plan_spe: u64) -> String {
+    use crate::sparsity::mask::MaskKind;
+    let levels: Vec<String> = c
+        .levels
+        .iter()
+        .map(|(s, k)| match k {
+            MaskKind::NM { n, m } => format!("{n}:{m}"),
+            _ => format!("{:.0}%", s * 100.0),
+        })
+        .collect();
+    let window = match (spe, c.end_step) {
+        (Some(_), Some(e)) => format!("steps {}..{e}", c.start_step),
+        (Some(_), None) => format!("from step {} to the end", c.start_step),
+        (None, end) => {
+            let epoch = |t: u64| t as f64 / plan_spe as f64;
+            match end {
+                Some(e) => format!("epochs {}..{}", epoch(c.start_step), epoch(e)),
+                None => format!("from epoch {} to the end", epoch(c.start_step)),
+            }
+        }
+    };
+    format!(
+        "{}: CrAM{} with rho {}, one level per step from {{{}}} ({} magnitude{}), {}; two forward/backward passes per step",
+        c.label,
+        if c.plus { "+" } else { "" },
+        c.rho,
+        levels.join(", "),
+        match c.scope {
+            crate::sparsity::mask::Scope::Global => "global",
+            crate::sparsity::mask::Scope::LayerWise => "per-tensor",
+        },
+        if c.sparse_grad { ", sparse gradient" } else { "" },
+        window
+    )
 }
 
 /// Sub-strings of parameter names that GMP★ recommends never pruning.
@@ -163,6 +202,7 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
         schedule: Vec::new(),
         lr: Vec::new(),
         plan_error: None,
+        cram: None,
         warnings: Vec::new(),
     };
     let params = match model_params(recipe) {
@@ -175,8 +215,15 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
             None
         }
     };
-    match plan(recipe, steps_per_epoch.unwrap_or(DISPLAY_STEPS_PER_EPOCH)) {
-        Ok(p) => (report.schedule, report.lr) = rows(&p, steps_per_epoch),
+    let plan_spe = steps_per_epoch.unwrap_or(DISPLAY_STEPS_PER_EPOCH);
+    match plan(recipe, plan_spe) {
+        Ok(p) => {
+            (report.schedule, report.lr) = rows(&p, steps_per_epoch);
+            report.cram = p
+                .cram
+                .as_ref()
+                .map(|c| describe_cram(c, steps_per_epoch, plan_spe));
+        }
         Err(PlanError::NoLength) if recipe.modifiers.is_empty() => {}
         Err(e) => report.plan_error = Some(e.to_string()),
     }
@@ -186,6 +233,7 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
             | Modifier::MagnitudePruningModifier(p)
             | Modifier::GlobalMagnitudePruningModifier(p) => (p.params.patterns(), &p.ignore),
             Modifier::ConstantPruningModifier(c) => (c.params.patterns(), &c.ignore),
+            Modifier::CrAMModifier(c) => (c.params.patterns(), &c.ignore),
             _ => continue,
         };
         let Some(params) = &params else { continue };
@@ -295,6 +343,9 @@ impl CheckReport {
             &self.lr,
             false,
         );
+        if let Some(c) = &self.cram {
+            let _ = writeln!(out, "\n{c}");
+        }
         if let Some(e) = &self.plan_error {
             let _ = writeln!(out, "schedules not laid out: {e}");
         }
