@@ -559,7 +559,12 @@ fn cram_runs_resume_exactly_and_keep_the_pruned_weights_zero() {
     let path = tmp.path().join("recipe.yaml");
     std::fs::write(&path, &text).unwrap();
     let recipe = Recipe::load(&path, &[]).unwrap();
-    assert!(recipe.modifiers.iter().any(|m| m.modifier.tag() == "CrAMModifier"));
+    assert!(
+        recipe
+            .modifiers
+            .iter()
+            .any(|m| m.modifier.tag() == "CrAMModifier")
+    );
 
     let a_dir = tmp.path().join("a");
     let a = finished(start(&recipe, &a_dir, false, None));

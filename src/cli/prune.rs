@@ -159,8 +159,14 @@ pub fn execute(args: PruneArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
     };
     let device = args.device.or(recipe.device).unwrap_or_default();
-    let results = prune_one_shot(&recipe, &args.model, &job, device, std::path::Path::new("."))
-        .with_context(|| format!("cannot prune {}", args.model.display()))?;
+    let results = prune_one_shot(
+        &recipe,
+        &args.model,
+        &job,
+        device,
+        std::path::Path::new("."),
+    )
+    .with_context(|| format!("cannot prune {}", args.model.display()))?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
         "method": "magnitude",

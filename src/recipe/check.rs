@@ -98,7 +98,11 @@ fn describe_cram(c: &crate::recipe::plan::CramPlan, spe: Option<u64>, plan_spe: 
             crate::sparsity::mask::Scope::Global => "global",
             crate::sparsity::mask::Scope::LayerWise => "per-tensor",
         },
-        if c.sparse_grad { ", sparse gradient" } else { "" },
+        if c.sparse_grad {
+            ", sparse gradient"
+        } else {
+            ""
+        },
         window
     )
 }

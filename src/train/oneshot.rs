@@ -143,11 +143,12 @@ impl TaskVisitor for Prune<'_> {
         for &(sparsity, kind) in &self.job.levels {
             // A fresh load per level: clones would share BatchNorm statistics.
             let model = arch.load(&spec, &device)?;
-            let masks = compute_module_masks(&model, &naming, &selected, sparsity, kind, self.job.scope)
-                .map_err(|source| EngineError::Mask {
-                    modifier: LABEL.into(),
-                    source,
-                })?;
+            let masks =
+                compute_module_masks(&model, &naming, &selected, sparsity, kind, self.job.scope)
+                    .map_err(|source| EngineError::Mask {
+                        modifier: LABEL.into(),
+                        source,
+                    })?;
             let mut model = apply_masks(model, &masks, &naming)?;
             let recalibrated = match &self.job.calibration {
                 Some(c) => recalibrate(&arch, &task, &mut model, c, &device),
@@ -215,7 +216,12 @@ pub fn recalibrate<A: Architecture, T: Task<Model = A::Model>>(
     let mut sample = epoch_order(n, c.seed, 0, true);
     sample.truncate(c.examples.clamp(1, n));
     let size = c.batch_size.clamp(1, sample.len());
-    let cycle: Vec<usize> = sample.iter().cycle().take(c.batches * size).copied().collect();
+    let cycle: Vec<usize> = sample
+        .iter()
+        .cycle()
+        .take(c.batches * size)
+        .copied()
+        .collect();
     for b in 0..c.batches {
         let xb = task.batch(batch(&cycle, size, b), b as u64, device);
         let _ = task.outputs(model, &xb);
