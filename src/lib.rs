@@ -10,6 +10,7 @@ pub mod arch;
 pub mod data;
 pub mod device;
 pub mod distill;
+pub mod fisher;
 pub mod loss;
 pub mod metrics;
 pub mod recipe;
