@@ -13,6 +13,7 @@ pub mod distill;
 pub mod fisher;
 pub mod loss;
 pub mod metrics;
+pub mod obs;
 pub mod recipe;
 pub mod run_dir;
 pub mod schedule;
