@@ -15,9 +15,9 @@
 //! after the update every pruned weight is set to exactly `0.0`. The number pruned is exactly
 //! `round(target · N)` units (weights or groups) over all tensors.
 
-use crate::fisher::{BlockInverse, StaticInverse};
 #[cfg(test)]
 use crate::fisher::Real;
+use crate::fisher::{BlockInverse, StaticInverse};
 use crate::sparsity::mask::{Mask, MaskError, MaskSet, pruned_count};
 use crate::sparsity::selection::ParamInfo;
 
@@ -170,7 +170,11 @@ pub fn scores<F: InverseFisher>(
                     .zip(&diag)
                     .map(|(&w, &d)| {
                         let (w, d) = (w as f64, d as f64);
-                        if d > 0.0 { w * w / (2.0 * d) } else { f64::INFINITY }
+                        if d > 0.0 {
+                            w * w / (2.0 * d)
+                        } else {
+                            f64::INFINITY
+                        }
                     })
                     .collect()
             }
@@ -244,8 +248,7 @@ pub fn prune_step<F: InverseFisher>(
                     for (g, &p) in newly[ti].iter().enumerate() {
                         if p {
                             let q: Vec<usize> = (g * 4..g * 4 + 4).collect();
-                            let a: Vec<f64> =
-                                inv.submatrix(&q).iter().map(|&x| x as f64).collect();
+                            let a: Vec<f64> = inv.submatrix(&q).iter().map(|&x| x as f64).collect();
                             let w: Vec<f64> = q.iter().map(|&i| t.values[i] as f64).collect();
                             for (j, y) in solve(&a, &w).into_iter().enumerate() {
                                 u[q[j]] = y as f32;
@@ -354,7 +357,8 @@ mod tests {
         let before = w.clone();
         let mut ts = vec![tensor(w)];
         let sc = scores(&ts, std::slice::from_ref(&inv), ObsStructure::Unstructured).unwrap();
-        let masks = prune_step(&mut ts, &[inv], 1.0 / bs as f64, ObsStructure::Unstructured).unwrap();
+        let masks =
+            prune_step(&mut ts, &[inv], 1.0 / bs as f64, ObsStructure::Unstructured).unwrap();
         let keep = masks.get("w").unwrap().keep().to_vec();
         assert_eq!(keep.iter().filter(|k| !**k).count(), d / bs);
         let mut sum_rho = 0.0;
@@ -399,7 +403,11 @@ mod tests {
             .map(|(a, b)| (*a - *b) as f64)
             .collect();
         let rho = sc.scores[0][3];
-        assert!((quad(&f, &delta) - rho).abs() <= 1e-3 * rho, "{} vs {rho}", quad(&f, &delta));
+        assert!(
+            (quad(&f, &delta) - rho).abs() <= 1e-3 * rho,
+            "{} vs {rho}",
+            quad(&f, &delta)
+        );
     }
 
     #[test]
@@ -420,7 +428,10 @@ mod tests {
         let invs = [i1, i2];
         let first = prune_step(&mut ts, &invs, 0.3, ObsStructure::Unstructured).unwrap();
         assert_eq!(first.pruned(), 60);
-        let before: Vec<Vec<bool>> = ts.iter().map(|t| t.mask.clone().unwrap().keep().to_vec()).collect();
+        let before: Vec<Vec<bool>> = ts
+            .iter()
+            .map(|t| t.mask.clone().unwrap().keep().to_vec())
+            .collect();
         let second = prune_step(&mut ts, &invs, 0.55, ObsStructure::Unstructured).unwrap();
         assert_eq!(second.pruned(), pruned_count(0.55, 200));
         for (t, b) in ts.iter().zip(&before) {
@@ -488,15 +499,28 @@ mod tests {
             let sc = scores(&tensors, &invs, structure).unwrap();
             for (got, want) in sc.scores.iter().zip(&c.scores) {
                 for (g, w) in got.iter().zip(want) {
-                    assert!((g - w).abs() <= 1e-3 * w.abs().max(1e-3), "{}: score {g} vs {w}", c.structure);
+                    assert!(
+                        (g - w).abs() <= 1e-3 * w.abs().max(1e-3),
+                        "{}: score {g} vs {w}",
+                        c.structure
+                    );
                 }
             }
             prune_step(&mut tensors, &invs, c.target, structure).unwrap();
             for (i, t) in tensors.iter().enumerate() {
-                assert_eq!(t.mask.as_ref().unwrap().keep(), c.new_keep[i].as_slice(), "{} t{i}", c.structure);
+                assert_eq!(
+                    t.mask.as_ref().unwrap().keep(),
+                    c.new_keep[i].as_slice(),
+                    "{} t{i}",
+                    c.structure
+                );
                 let scale = c.new_weights[i].iter().fold(0.0f64, |m, x| m.max(x.abs()));
                 for (g, w) in t.values.iter().zip(&c.new_weights[i]) {
-                    assert!((*g as f64 - w).abs() <= 1e-4 * scale, "{} t{i}: {g} vs {w}", c.structure);
+                    assert!(
+                        (*g as f64 - w).abs() <= 1e-4 * scale,
+                        "{} t{i}: {g} vs {w}",
+                        c.structure
+                    );
                 }
             }
         }

@@ -144,6 +144,10 @@ pub trait Architecture {
     /// perturbed pass); without, they return to their usual training behaviour. Families
     /// without running statistics (BERT) do nothing.
     fn freeze_batch_stats(_model: &mut Self::Model, _frozen: bool) {}
+    /// Makes the normalisation layers of `model` use their running statistics even on the
+    /// autodiff device (gradients of the model in inference behaviour, as OBS collects them).
+    /// Families without running statistics do nothing.
+    fn norm_in_eval(_model: &mut Self::Model) {}
     /// Switches every prunable layer whose weight's sparsity is at least `threshold` to the
     /// SparseProp kernels with `execution` (re-packed on the current non-zeros), and every
     /// other prunable layer to the dense path. Returns the layers, in model order.

@@ -203,6 +203,10 @@ impl Architecture for ResNetFamily {
         model.set_bn_mode(BnMode::Auto);
     }
 
+    fn norm_in_eval(model: &mut ResNet) {
+        model.set_bn_mode(BnMode::Eval);
+    }
+
     fn freeze_batch_stats(model: &mut ResNet, frozen: bool) {
         model.set_bn_mode(if frozen {
             BnMode::TrainFrozenStats

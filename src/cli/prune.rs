@@ -5,17 +5,22 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use shears::device::DeviceKind;
+use shears::obs::ObsStructure;
 use shears::recipe::modifiers::NmPattern;
 use shears::recipe::{Override, Recipe};
 use shears::sparsity::mask::{MaskKind, Scope};
 use shears::train::engine::fmt_metrics;
-use shears::train::oneshot::{Calibration, LevelResult, OneShot, prune_one_shot};
+use shears::train::obs_prune::ObsConfig;
+use shears::train::oneshot::{Calibration, LevelResult, OneShot, OneShotMethod, prune_one_shot};
 
 /// How weights are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {
     /// |w|: magnitude pruning.
     Magnitude,
+    /// OBS (oBERT): scores w²/(2·[F⁻¹]ᵢᵢ) from a block-diagonal inverse empirical Fisher of
+    /// `--num-grads` mini-batch gradients, with the OBS update of the remaining weights.
+    Obs,
 }
 
 /// Prune a trained model once (no training) at one or several levels, optionally
@@ -28,6 +33,8 @@ pub enum Method {
 ///     --model ../shared/assets/resnet_cifar10/resnet20-12fca82f.safetensors \
 ///     --sparsities 0.5,0.7,0.8,0.9 --bn-recalibration 100 --out runs/oneshot-r20
 ///   shears prune --recipe R --model M --nm 2:4 --ignore conv1.weight --json
+///   shears prune --recipe R --model M --method obs --sparsities 0.5,0.7,0.8,0.9 \
+///     --num-grads 64 --block-size 128 --recomputations 4 --bn-recalibration 100
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PruneArgs {
@@ -57,6 +64,24 @@ pub struct PruneArgs {
     /// Names or `re:` patterns left dense (repeatable).
     #[arg(long)]
     pub ignore: Vec<String>,
+    /// OBS: mini-batch gradients per Fisher (oBERT: 1024).
+    #[arg(long, default_value_t = 64)]
+    pub num_grads: usize,
+    /// OBS: dampening λ of the Fisher (oBERT: 1e-7 for BERT; M-FAC: 1e-5).
+    #[arg(long, default_value_t = 1e-5)]
+    pub damp: f64,
+    /// OBS: block size of the block-diagonal Fisher (oBERT: 50; 128 in the M-FAC demo).
+    #[arg(long, default_value_t = 50)]
+    pub block_size: usize,
+    /// OBS: sub-steps from 0 to each level, each with fresh gradients.
+    #[arg(long, default_value_t = 1)]
+    pub recomputations: usize,
+    /// OBS: examples per gradient (oBERT: 16 for GLUE, 32 in the M-FAC demo).
+    #[arg(long, default_value_t = 32)]
+    pub grad_batch_size: usize,
+    /// OBS: prune groups of 4 consecutive weights (oBERT's block4) instead of single weights.
+    #[arg(long)]
+    pub block4: bool,
     /// Re-calibrate BatchNorm with this many training-mode forward passes after pruning
     /// (0: off; the CrAM reference uses 100). Models without BatchNorm skip it.
     #[arg(long, default_value_t = 0)]
@@ -136,7 +161,48 @@ pub fn execute(args: PruneArgs) -> anyhow::Result<()> {
             MaskKind::NM { n: p.n, m: p.m },
         )
     }));
+    let method = match args.method {
+        Method::Magnitude => {
+            if args.block4 {
+                bail!("--block4 is an OBS option: add --method obs");
+            }
+            OneShotMethod::Magnitude
+        }
+        Method::Obs => {
+            if !args.nm.is_empty() {
+                bail!(
+                    "--nm: OBS prunes single weights or groups of 4 (--block4), not N:M patterns"
+                );
+            }
+            if args.uniform {
+                bail!("--uniform: OBS ranks globally (oBERT); drop --uniform");
+            }
+            if args.num_grads == 0 || args.block_size == 0 || args.recomputations == 0 {
+                bail!("--num-grads, --block-size and --recomputations must be at least 1");
+            }
+            if !(args.damp.is_finite() && args.damp > 0.0) {
+                bail!(
+                    "--damp {}: the dampening must be a positive number",
+                    args.damp
+                );
+            }
+            OneShotMethod::Obs(ObsConfig {
+                num_grads: args.num_grads,
+                damp: args.damp,
+                block_size: args.block_size,
+                recomputations: args.recomputations,
+                batch_size: args.grad_batch_size.max(1),
+                structure: if args.block4 {
+                    ObsStructure::Block4
+                } else {
+                    ObsStructure::Unstructured
+                },
+                seed: args.seed,
+            })
+        }
+    };
     let job = OneShot {
+        method,
         levels,
         params: if args.params.is_empty() {
             vec!["__ALL_PRUNABLE__".into()]
@@ -169,7 +235,18 @@ pub fn execute(args: PruneArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot prune {}", args.model.display()))?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
-        "method": "magnitude",
+        "method": match args.method {
+            Method::Magnitude => serde_json::json!("magnitude"),
+            Method::Obs => serde_json::json!({
+                "name": "obs",
+                "num_grads": args.num_grads,
+                "damp": args.damp,
+                "block_size": args.block_size,
+                "recomputations": args.recomputations,
+                "grad_batch_size": args.grad_batch_size,
+                "block4": args.block4,
+            }),
+        },
         "scope": if args.uniform { "uniform" } else { "global" },
         "bn_recalibration": args.bn_recalibration,
         "levels": results,

@@ -33,11 +33,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::params::{ParamNaming, PathStack};
+use super::enforce::ParamFlags;
+use super::params::{ParamNaming, PathStack, list_params};
 use super::selection::ParamInfo;
 
 /// How elements are grouped when a mask is computed.
@@ -867,6 +868,71 @@ pub fn read_values<M: Module>(
             }
         })
         .collect()
+}
+
+struct ValueWriter<'a> {
+    stack: PathStack,
+    naming: &'a dyn ParamNaming,
+    values: HashMap<&'a str, &'a [f32]>,
+}
+
+impl ModuleMapper for ValueWriter<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.naming.display_name(&self.stack.path());
+        let Some(v) = self.values.get(name.as_str()) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        if v.len() != tensor.shape().num_elements() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let flags = ParamFlags::capture(&tensor);
+        let fresh =
+            Tensor::<D>::from_data(TensorData::new(v.to_vec(), tensor.dims()), &tensor.device());
+        Param::from_mapped_value(id, flags.restore(fresh.inner(), id), mapper)
+    }
+}
+
+/// `module` with the named parameters replaced by `values` (row-major, the parameter's
+/// length; gradient requirements kept), e.g. after an OBS weight update. Every named
+/// parameter must exist with that many elements.
+pub fn write_values<M: Module>(
+    module: M,
+    naming: &dyn ParamNaming,
+    values: &[ParamValues],
+) -> Result<M, MaskError> {
+    let present = list_params(&module, naming);
+    for p in values {
+        let Some(info) = present.iter().find(|i| i.name == p.info.name) else {
+            return Err(MaskError::MissingParam {
+                param: p.info.name.clone(),
+            });
+        };
+        if info.numel() != p.values.len() {
+            return Err(MaskError::LengthMismatch {
+                param: p.info.name.clone(),
+                shape: info.shape.clone(),
+                expected: info.numel(),
+                got: p.values.len(),
+            });
+        }
+    }
+    Ok(module.map(&mut ValueWriter {
+        stack: PathStack::default(),
+        naming,
+        values: values
+            .iter()
+            .map(|p| (p.info.name.as_str(), p.values.as_slice()))
+            .collect(),
+    }))
 }
 
 /// Reads the `selected` parameters of `module` and computes their magnitude masks.

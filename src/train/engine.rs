@@ -185,6 +185,15 @@ pub enum EngineError {
         #[source]
         source: MaskError,
     },
+    /// An inverse Fisher could not be built (OBS).
+    #[error("{modifier}: {source}")]
+    Fisher {
+        /// The modifier or command.
+        modifier: String,
+        /// The cause.
+        #[source]
+        source: crate::fisher::FisherError,
+    },
     /// Masks could not be applied.
     #[error(transparent)]
     Enforce(#[from] EnforceError),

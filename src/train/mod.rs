@@ -9,6 +9,7 @@ pub mod cram;
 pub mod engine;
 pub mod grads;
 pub mod modifiers;
+pub mod obs_prune;
 pub mod oneshot;
 pub mod optim;
 pub mod order;

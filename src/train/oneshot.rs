@@ -12,7 +12,10 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+
 use super::engine::{EngineError, ModelAt, TaskVisitor, dispatch};
+use super::obs_prune::obs_prune;
 use super::order::{batch, epoch_order};
 use super::task::{Metrics, Task};
 use crate::arch::Architecture;
@@ -38,9 +41,21 @@ pub struct Calibration {
     pub seed: u64,
 }
 
+/// How weights are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OneShotMethod {
+    /// The smallest `|w|` go (global or per tensor, unstructured or N:M).
+    Magnitude,
+    /// OBS with a block-diagonal inverse Fisher and its weight update (global; unstructured
+    /// or block4), see [`super::obs_prune`].
+    Obs(super::obs_prune::ObsConfig),
+}
+
 /// What `shears prune` does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneShot {
+    /// Magnitude or OBS.
+    pub method: OneShotMethod,
     /// The levels: target sparsity and mask structure (N:M: sparsity `1 − N/M`).
     pub levels: Vec<(f64, MaskKind)>,
     /// Parameters pruned: names, `re:` patterns, `__ALL_PRUNABLE__`.
@@ -142,14 +157,33 @@ impl TaskVisitor for Prune<'_> {
         drop(dense);
         for &(sparsity, kind) in &self.job.levels {
             // A fresh load per level: clones would share BatchNorm statistics.
-            let model = arch.load(&spec, &device)?;
-            let masks =
-                compute_module_masks(&model, &naming, &selected, sparsity, kind, self.job.scope)
+            let (masks, mut model) = match &self.job.method {
+                OneShotMethod::Magnitude => {
+                    let model = arch.load(&spec, &device)?;
+                    let masks = compute_module_masks(
+                        &model,
+                        &naming,
+                        &selected,
+                        sparsity,
+                        kind,
+                        self.job.scope,
+                    )
                     .map_err(|source| EngineError::Mask {
                         modifier: LABEL.into(),
                         source,
                     })?;
-            let mut model = apply_masks(model, &masks, &naming)?;
+                    let model = apply_masks(model, &masks, &naming)?;
+                    (masks, model)
+                }
+                OneShotMethod::Obs(cfg) => {
+                    let ad = device.clone().autodiff();
+                    let model = arch.load(&spec, &ad)?;
+                    let (model, masks) = obs_prune(
+                        &arch, &task, model, &ad, &selected, None, 0.0, sparsity, cfg, LABEL,
+                    )?;
+                    (masks, model.valid())
+                }
+            };
             let recalibrated = match &self.job.calibration {
                 Some(c) => recalibrate(&arch, &task, &mut model, c, &device),
                 None => false,
@@ -344,5 +378,58 @@ mod tests {
     #[test]
     fn recalibration_without_momentum_is_the_plain_mean_of_the_passes() {
         check(None);
+    }
+
+    #[test]
+    fn obs_one_shot_realises_the_target_zeroes_the_pruned_and_moves_the_kept_weights() {
+        use crate::obs::ObsStructure;
+        use crate::sparsity::mask::read_values;
+        use crate::sparsity::params::{BurnPaths, list_params};
+        use crate::train::obs_prune::{ObsConfig, obs_prune};
+
+        let ad = Device::flex().autodiff();
+        let arch = ResNetFamily::new("resnet20", 10, None).unwrap();
+        let task = task();
+        ad.seed(11);
+        let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad);
+        let selected: Vec<_> = list_params(&model, &BurnPaths)
+            .into_iter()
+            .filter(|p| p.name.starts_with("layer3.") && p.name.ends_with("conv2.weight"))
+            .collect();
+        assert_eq!(selected.len(), 3);
+        let before = read_values(&model, &BurnPaths, &selected).unwrap();
+        let cfg = ObsConfig {
+            num_grads: 4,
+            damp: 1e-3,
+            block_size: 16,
+            recomputations: 2,
+            batch_size: 6,
+            structure: ObsStructure::Unstructured,
+            seed: 1,
+        };
+        let (model, masks) = obs_prune(
+            &arch, &task, model, &ad, &selected, None, 0.0, 0.6, &cfg, "test",
+        )
+        .unwrap();
+        let n: usize = selected.iter().map(|p| p.numel()).sum();
+        assert_eq!(masks.pruned(), crate::sparsity::mask::pruned_count(0.6, n));
+        let after = read_values(&model, &BurnPaths, &selected).unwrap();
+        let mut moved = 0;
+        for (b, a) in before.iter().zip(&after) {
+            let keep = masks.get(&a.info.name).unwrap().keep();
+            for ((x0, x1), k) in b.values.iter().zip(&a.values).zip(keep) {
+                if !k {
+                    assert_eq!(*x1, 0.0);
+                } else if x0 != x1 {
+                    moved += 1;
+                }
+            }
+        }
+        assert!(
+            moved > n / 10,
+            "the OBS update moved only {moved} kept weights"
+        );
+        // The weights still train: gradients flow into the updated parameters.
+        assert!(after[0].values.iter().all(|v| v.is_finite()));
     }
 }
