@@ -178,10 +178,31 @@ fn unknown_and_unimplemented_modifiers_are_errors() {
         e.contains("SparseML modifier that shears does not implement"),
         "{e}"
     );
-    let e = err(
-        "m_modifiers:\n  - !OBSPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 2\n    update_frequency: 1\n    num_grads: 64\n",
+    // oBERT's modifier: parsed with SparseML's names, its fields checked with positions.
+    let obs = "m_modifiers:\n  - !OBSPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n    final_sparsity: 0.5\n    start_epoch: 0\n    end_epoch: 2\n    update_frequency: 1\n    num_grads: {0.0: 64, 0.3: 128}\n    mask_type: block4\n    fisher_block_size: 32\n    grad_sampler_kwargs: {batch_size: 8}\n";
+    let r = load(obs).unwrap();
+    let Modifier::OBSPruningModifier(o) = &r.modifiers[0].modifier else {
+        panic!("expected OBS")
+    };
+    let n = o.num_grads.as_ref().unwrap();
+    assert_eq!((n.at(0.1), n.at(0.3), n.at(0.5)), (64, 128, 128));
+    let e = err(&obs.replace("fisher_block_size: 32", "fisher_block_size: 30"));
+    assert!(
+        e.starts_with("r.yaml:2:5: m_modifiers[0]: fisher_block_size must be a multiple of 4"),
+        "{e}"
     );
-    assert!(e.contains("not implemented yet"), "{e}");
+    let e = err(&obs.replace("batch_size: 8", "batchsize: 8"));
+    assert!(
+        e.contains("grad_sampler_kwargs.batchsize: unknown option"),
+        "{e}"
+    );
+    let e = err(&obs.replace("0.3: 128", "0.3: 0"));
+    assert!(
+        e.starts_with("r.yaml:9:17: m_modifiers[0].num_grads: num_grads must be at least 1"),
+        "{e}"
+    );
+    let e = err(&obs.replace("mask_type: block4", "mask_type: \"2:4\""));
+    assert!(e.contains("not available for OBS"), "{e}");
     let e = err("m_modifiers:\n  - params: x\n");
     assert!(e.contains("tagged mapping"), "{e}");
 }

@@ -115,8 +115,8 @@ impl<T: Real> DynamicInverse<T> {
             .map(|kk| dot(&self.b[kk * m..(kk + 1) * m], &a))
             .collect();
         let mut w = vec![T::default(); m];
-        for kk in 0..m {
-            axpy(q[kk] / self.c[kk], &self.b[kk * m..(kk + 1) * m], &mut w);
+        for ((qk, ck), bk) in q.iter().zip(&self.c).zip(self.b.chunks_exact(m)) {
+            axpy(*qk / *ck, bk, &mut w);
         }
         let mut out: Vec<T> = x.iter().map(|&xi| self.lambda_inv * xi).collect();
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {

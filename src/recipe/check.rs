@@ -238,6 +238,7 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
             | Modifier::GlobalMagnitudePruningModifier(p) => (p.params.patterns(), &p.ignore),
             Modifier::ConstantPruningModifier(c) => (c.params.patterns(), &c.ignore),
             Modifier::CrAMModifier(c) => (c.params.patterns(), &c.ignore),
+            Modifier::OBSPruningModifier(p) => (p.params.patterns(), &p.ignore),
             _ => continue,
         };
         let Some(params) = &params else { continue };

@@ -533,8 +533,79 @@ pub struct DistillationModifier {
     pub log_types: Option<LogTypes>,
 }
 
-/// The fields of `!OBSPruningModifier` (oBERT). Parsed so that typos are caught, then
-/// rejected: second-order pruning arrives with the M-FAC work.
+/// `num_grads` of `!OBSPruningModifier`: a constant, or a sparsity-indexed schedule
+/// (`{0.0: 256, 0.5: 512, 0.75: 1024}`: the entry with the largest key at or below the
+/// step's target applies).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NumGrads {
+    /// The same count at every pruning step.
+    Const(u64),
+    /// `(sparsity, count)`, sorted by sparsity.
+    Schedule(Vec<(f64, u64)>),
+}
+
+impl NumGrads {
+    /// The count at target sparsity `target`.
+    pub fn at(&self, target: f64) -> u64 {
+        match self {
+            NumGrads::Const(n) => *n,
+            NumGrads::Schedule(v) => v
+                .iter()
+                .rev()
+                .find(|(s, _)| *s <= target + 1e-12)
+                .or(v.first())
+                .map_or(0, |(_, n)| *n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NumGrads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NumGrads;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of gradients, or a mapping {sparsity: number of gradients}")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumGrads, E> {
+                if v == 0 {
+                    return Err(E::custom("num_grads must be at least 1"));
+                }
+                Ok(NumGrads::Const(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumGrads, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("num_grads {v} must be at least 1")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NumGrads, A::Error> {
+                let mut v = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let s: f64 = key.parse().map_err(|_| {
+                        de::Error::custom(format!(
+                            "`{key}` is not a sparsity: keys of `num_grads` are fractions"
+                        ))
+                    })?;
+                    let s = sparsity::<A::Error>(s)?;
+                    let n: u64 = map.next_value()?;
+                    if n == 0 {
+                        return Err(de::Error::custom("num_grads must be at least 1"));
+                    }
+                    v.push((s, n));
+                }
+                if v.is_empty() {
+                    return Err(de::Error::custom("num_grads: the schedule is empty"));
+                }
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Ok(NumGrads::Schedule(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The fields of `!OBSPruningModifier` (oBERT), with SparseML's names and oBERT's defaults.
+/// Times as for the magnitude modifiers; the sparsity schedule is the same machinery.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObsPruningModifier {
@@ -553,28 +624,34 @@ pub struct ObsPruningModifier {
     pub end_epoch: Option<f64>,
     /// Epochs between pruning steps.
     pub update_frequency: Option<f64>,
+    /// First pruning step, in optimizer steps (instead of `start_epoch`).
+    pub start_step: Option<u64>,
+    /// End of the pruning window, in optimizer steps (instead of `end_epoch`).
+    pub end_step: Option<u64>,
+    /// Steps between pruning steps (instead of `update_frequency`).
+    pub update_frequency_steps: Option<u64>,
     /// Interpolation of the sparsity.
     #[serde(default)]
     pub inter_func: InterFunc,
-    /// Mask structure.
+    /// `unstructured` or `block4` (groups of 4 consecutive weights).
     #[serde(default)]
     pub mask_type: MaskType,
-    /// One threshold across all parameters (default true).
+    /// One ranking across all parameters (must be true, the default: oBERT ranks globally).
     pub global_sparsity: Option<bool>,
     /// Keep masking after `end_epoch`.
     #[serde(default = "yes")]
     pub leave_enabled: bool,
-    /// Gradients kept for the empirical Fisher.
-    pub num_grads: Option<u64>,
-    /// Fisher dampening λ.
+    /// Mini-batch gradients per Fisher (default 1024), or a sparsity-indexed schedule.
+    pub num_grads: Option<NumGrads>,
+    /// Fisher dampening λ (default 1e-7, oBERT's).
     pub damp: Option<f64>,
-    /// Size of the Fisher's diagonal blocks.
+    /// Size of the Fisher's diagonal blocks (default 50; must be a multiple of 4 for block4).
     pub fisher_block_size: Option<u64>,
-    /// Fisher re-estimations per pruning step.
+    /// Sub-steps of every pruning step, each with a fresh Fisher (default 1).
     pub num_recomputations: Option<u64>,
-    /// How the sparsity is split across recomputations.
+    /// How the sparsity is split across recomputations (only `linear`, oBERT's).
     pub recomputation_inter_func: Option<InterFunc>,
-    /// Options of the gradient sampler (batch size).
+    /// Options of the gradient sampler: `batch_size` (default 16, oBERT's for GLUE).
     pub grad_sampler_kwargs: Option<std::collections::BTreeMap<String, f64>>,
     /// Accepted for compatibility; see [`LogTypes`].
     pub log_types: Option<LogTypes>,

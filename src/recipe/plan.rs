@@ -8,7 +8,9 @@ use crate::schedule::sparsity::{Interpolation, SparsitySchedule};
 use crate::sparsity::mask::{MaskKind, Scope};
 
 use super::Recipe;
-use super::modifiers::{FinalSparsity, InitSparsity, InterFunc, LrFunc, MaskType, Modifier};
+use super::modifiers::{
+    FinalSparsity, InitSparsity, InterFunc, LrFunc, MaskType, Modifier, NumGrads, Params,
+};
 use super::validate::{Time, window};
 
 /// One gradual (or one-shot) pruning modifier, in steps.
@@ -31,6 +33,8 @@ pub struct PruningPlan {
     pub mask: MaskKind,
     /// One threshold across all parameters, or per parameter.
     pub scope: Scope,
+    /// OBS instead of magnitude (`!OBSPruningModifier`).
+    pub obs: Option<ObsPlan>,
 }
 
 impl PruningPlan {
@@ -134,6 +138,86 @@ impl CramPlan {
     }
 }
 
+/// The OBS settings of an `!OBSPruningModifier` (oBERT's defaults filled in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObsPlan {
+    /// Gradients per Fisher, by target sparsity.
+    pub num_grads: NumGrads,
+    /// Dampening λ.
+    pub damp: f64,
+    /// Fisher block size.
+    pub block_size: usize,
+    /// Sub-steps per pruning step.
+    pub recomputations: usize,
+    /// Examples per gradient.
+    pub batch_size: usize,
+}
+
+/// The fields a gradual pruning modifier (magnitude or OBS) shares.
+struct Gradual<'a> {
+    label: &'a str,
+    params: &'a Params,
+    ignore: &'a [String],
+    init: InitSparsity,
+    fin: &'a FinalSparsity,
+    window: (Option<f64>, Option<f64>, Option<u64>, Option<u64>),
+    every: (Option<f64>, Option<u64>),
+    inter: InterFunc,
+    mask: MaskType,
+    global: bool,
+    leave_enabled: bool,
+}
+
+fn gradual(g: Gradual<'_>, spe: u64, obs: Option<ObsPlan>) -> Result<PruningPlan, ScheduleError> {
+    let (se, ee, ss, es) = g.window;
+    let w = window(se, ee, ss, es, None).expect("validated recipes have pruning windows");
+    let (start, end) = (
+        w.start.to_step(spe),
+        w.end.map(|t| t.to_step(spe)).expect("validated"),
+    );
+    let (init, init_from_param) = match g.init {
+        InitSparsity::Value(v) => (v, false),
+        InitSparsity::FromParam => (0.0, true),
+    };
+    let (fin, groups) = match g.fin {
+        FinalSparsity::Value(v) => (*v, Vec::new()),
+        FinalSparsity::Groups(gr) => (gr.iter().map(|(s, _)| *s).fold(0.0, f64::max), gr.clone()),
+    };
+    let every = match g.every {
+        (Some(e), _) => ((e * spe as f64).round() as u64).max(1),
+        (None, Some(s)) => s,
+        (None, None) => 0,
+    };
+    let schedule = SparsitySchedule::new(
+        init,
+        fin,
+        start,
+        end,
+        if end > start {
+            every.min(end - start)
+        } else {
+            every
+        },
+        interpolation(g.inter),
+        g.leave_enabled,
+    )?;
+    Ok(PruningPlan {
+        label: g.label.to_string(),
+        params: g.params.patterns(),
+        ignore: g.ignore.to_vec(),
+        groups,
+        init_from_param,
+        schedule,
+        mask: mask_kind(g.mask),
+        scope: if g.global {
+            Scope::Global
+        } else {
+            Scope::LayerWise
+        },
+        obs,
+    })
+}
+
 /// Everything a run does, step by step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -220,49 +304,59 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
             Modifier::GMPruningModifier(p)
             | Modifier::MagnitudePruningModifier(p)
             | Modifier::GlobalMagnitudePruningModifier(p) => {
-                let w = window(p.start_epoch, p.end_epoch, p.start_step, p.end_step, None)
-                    .expect("validated recipes have pruning windows");
-                let (start, end) = (step(w.start), w.end.map(step).expect("validated"));
-                last_end = last_end.max(end);
-                let (init, init_from_param) = match p.init_sparsity {
-                    InitSparsity::Value(v) => (v, false),
-                    InitSparsity::FromParam => (0.0, true),
-                };
-                let (fin, groups) = match &p.final_sparsity {
-                    FinalSparsity::Value(v) => (*v, Vec::new()),
-                    FinalSparsity::Groups(g) => {
-                        (g.iter().map(|(s, _)| *s).fold(0.0, f64::max), g.clone())
-                    }
-                };
-                let every = period(p.update_frequency, p.update_frequency_steps);
-                let schedule = SparsitySchedule::new(
-                    init,
-                    fin,
-                    start,
-                    end,
-                    if end > start {
-                        every.min(end - start)
-                    } else {
-                        every
+                let plan = gradual(
+                    Gradual {
+                        label: &label,
+                        params: &p.params,
+                        ignore: &p.ignore,
+                        init: p.init_sparsity,
+                        fin: &p.final_sparsity,
+                        window: (p.start_epoch, p.end_epoch, p.start_step, p.end_step),
+                        every: (p.update_frequency, p.update_frequency_steps),
+                        inter: p.inter_func,
+                        mask: p.mask_type,
+                        global: m.modifier.is_global(),
+                        leave_enabled: p.leave_enabled,
                     },
-                    interpolation(p.inter_func),
-                    p.leave_enabled,
+                    spe,
+                    None,
                 )
                 .map_err(sched_err)?;
-                pruning.push(PruningPlan {
-                    label: label.clone(),
-                    params: p.params.patterns(),
-                    ignore: p.ignore.clone(),
-                    groups,
-                    init_from_param,
-                    schedule,
-                    mask: mask_kind(p.mask_type),
-                    scope: if m.modifier.is_global() {
-                        Scope::Global
-                    } else {
-                        Scope::LayerWise
+                last_end = last_end.max(plan.schedule.end_step);
+                pruning.push(plan);
+            }
+            Modifier::OBSPruningModifier(p) => {
+                let obs = ObsPlan {
+                    num_grads: p.num_grads.clone().unwrap_or(NumGrads::Const(1024)),
+                    damp: p.damp.unwrap_or(1e-7),
+                    block_size: p.fisher_block_size.unwrap_or(50) as usize,
+                    recomputations: p.num_recomputations.unwrap_or(1) as usize,
+                    batch_size: p
+                        .grad_sampler_kwargs
+                        .as_ref()
+                        .and_then(|k| k.get("batch_size"))
+                        .map_or(16, |b| *b as usize),
+                };
+                let plan = gradual(
+                    Gradual {
+                        label: &label,
+                        params: &p.params,
+                        ignore: &p.ignore,
+                        init: p.init_sparsity,
+                        fin: &p.final_sparsity,
+                        window: (p.start_epoch, p.end_epoch, p.start_step, p.end_step),
+                        every: (p.update_frequency, p.update_frequency_steps),
+                        inter: p.inter_func,
+                        mask: p.mask_type,
+                        global: true,
+                        leave_enabled: p.leave_enabled,
                     },
-                });
+                    spe,
+                    Some(obs),
+                )
+                .map_err(sched_err)?;
+                last_end = last_end.max(plan.schedule.end_step);
+                pruning.push(plan);
             }
             Modifier::ConstantPruningModifier(c) => {
                 let w = window(
@@ -389,7 +483,6 @@ pub fn plan(recipe: &Recipe, steps_per_epoch: u64) -> Result<Plan, PlanError> {
                 });
             }
             Modifier::EpochRangeModifier(_) => {}
-            Modifier::OBSPruningModifier(_) => unreachable!("validation rejects OBS"),
         }
     }
     if total.is_none() && last_end > 0 {

@@ -1,7 +1,9 @@
 //! Checks that go beyond one field: time windows and their units, flags that only some
 //! modifiers take, regexes that must compile, and modifiers not implemented yet.
 
-use super::modifiers::{FinalSparsity, InitSparsity, LrFunc, MaskType, Modifier, Params};
+use super::modifiers::{
+    FinalSparsity, InitSparsity, InterFunc, LrFunc, MaskType, Modifier, Params,
+};
 use super::yaml::Mark;
 use super::{ModifierEntry, Recipe};
 
@@ -286,11 +288,75 @@ fn check_one(m: &ModifierEntry) -> Result<(), String> {
             )?;
             Ok(())
         }
-        Modifier::OBSPruningModifier(_) => Err(
-            "!OBSPruningModifier (oBERT second-order pruning) is not implemented yet in shears; \
-             use !GlobalMagnitudePruningModifier for now"
-                .into(),
-        ),
+        Modifier::OBSPruningModifier(p) => {
+            let win = window(p.start_epoch, p.end_epoch, p.start_step, p.end_step, None)?;
+            check_pruning(
+                &p.params,
+                &p.ignore,
+                p.init_sparsity,
+                &p.final_sparsity,
+                win,
+                (p.update_frequency, p.update_frequency_steps),
+                p.mask_type,
+            )?;
+            if matches!(p.final_sparsity, FinalSparsity::Groups(_)) {
+                return Err("per-group `final_sparsity` is not implemented for OBS: give one sparsity (oBERT ranks all parameters together)".into());
+            }
+            if !matches!(p.mask_type, MaskType::Unstructured | MaskType::Block4)
+                && p.mask_type != (MaskType::Block { rows: 1, cols: 4 })
+            {
+                return Err(format!(
+                    "mask_type {} is not available for OBS: use unstructured or block4",
+                    p.mask_type
+                ));
+            }
+            if p.global_sparsity == Some(false) {
+                return Err(
+                    "global_sparsity: false is not available for OBS (oBERT ranks globally)".into(),
+                );
+            }
+            if let Some(d) = p.damp
+                && !(d.is_finite() && d > 0.0)
+            {
+                return Err(format!("damp {d} must be > 0"));
+            }
+            if p.fisher_block_size == Some(0) {
+                return Err("fisher_block_size must be at least 1".into());
+            }
+            if matches!(p.mask_type, MaskType::Block4 | MaskType::Block { .. })
+                && p.fisher_block_size.is_some_and(|b| b % 4 != 0)
+            {
+                return Err("fisher_block_size must be a multiple of 4 for block4".into());
+            }
+            if p.num_recomputations == Some(0) {
+                return Err("num_recomputations must be at least 1".into());
+            }
+            if p.recomputation_inter_func
+                .is_some_and(|f| f != InterFunc::Linear)
+            {
+                return Err(
+                    "recomputation_inter_func: only linear is implemented (oBERT's)".into(),
+                );
+            }
+            if let Some(kw) = &p.grad_sampler_kwargs {
+                for (k, v) in kw {
+                    match k.as_str() {
+                        "batch_size" if *v >= 1.0 && v.fract() == 0.0 => {}
+                        "batch_size" => {
+                            return Err(format!(
+                                "grad_sampler_kwargs.batch_size {v} must be a whole number >= 1"
+                            ));
+                        }
+                        other => {
+                            return Err(format!(
+                                "grad_sampler_kwargs.{other}: unknown option (expected batch_size)"
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
         Modifier::CrAMModifier(c) => {
             check_patterns(&c.params, &c.ignore)?;
             match (&c.sparsities, &c.nm_patterns) {

@@ -47,7 +47,7 @@ use super::TrainError;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
 use super::cram::CramStep;
 use super::grads::GradientSource;
-use super::grads::{BatchGradients, Distilling};
+use super::grads::{BatchGradients, Distilling, TaskSampler};
 use super::modifiers::Modifiers;
 #[allow(unused_imports)]
 use super::modifiers::Pruner;
@@ -783,17 +783,9 @@ where
     fn update_masks(&mut self, model: A::Model, t: u64) -> Result<A::Model, EngineError> {
         let naming = self.arch.naming();
         let (model, changed) = {
-            let micro = self.micro_batch_indices(t);
-            let mut source = BatchGradients {
-                task: self.task,
-                device: &self.ad,
-                seed: mix(self.training.seed, t),
-                step: t,
-                epoch: t / self.spe,
-                micro_batches: micro.iter().map(Vec::as_slice).collect(),
-                distill: None,
-            };
-            self.modifiers.update(t, model, &naming, &mut source)?
+            let mut sampler =
+                TaskSampler::new(self.task, &self.ad, self.training.seed, A::norm_in_eval);
+            self.modifiers.update(t, model, &naming, &mut sampler)?
         };
         if !changed {
             return Ok(model);

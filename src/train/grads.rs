@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::check_finite_loss;
 use super::engine::EngineError;
+use super::order::mix;
 use super::task::Task;
 use super::teacher::Teacher;
 use crate::distill::{combine, kd_loss};
@@ -116,5 +117,98 @@ impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
             loss: loss_sum,
             examples: total,
         })
+    }
+}
+
+/// Gradients of mini-batches other than the step's, with the model in inference behaviour
+/// (no dropout, BatchNorm on its running statistics): what OBS collects for its Fisher.
+pub trait GradientSampler<M> {
+    /// The gradient of the mean task loss over mini-batch `i` (of `batch_size` examples) of
+    /// the seeded sample `stream` of the training set; a function of (run seed, `stream`,
+    /// `i`) only, so a resumed run samples the same.
+    fn sample(
+        &mut self,
+        model: &M,
+        stream: u64,
+        i: usize,
+        batch_size: usize,
+    ) -> Result<StepGrads, EngineError>;
+}
+
+/// The standard sampler over a task's training split on the autodiff device.
+pub struct TaskSampler<'a, T: Task> {
+    /// The task.
+    pub task: &'a T,
+    /// The autodiff device.
+    pub device: &'a Device,
+    /// The run's seed.
+    pub seed: u64,
+    /// Puts the model's normalisation layers in inference behaviour
+    /// ([`crate::arch::Architecture::norm_in_eval`]).
+    pub norm_in_eval: fn(&mut T::Model),
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl<'a, T: Task> TaskSampler<'a, T> {
+    /// A sampler over `task`'s training split.
+    pub fn new(
+        task: &'a T,
+        device: &'a Device,
+        seed: u64,
+        norm_in_eval: fn(&mut T::Model),
+    ) -> Self {
+        Self {
+            task,
+            device,
+            seed,
+            norm_in_eval,
+            order: None,
+        }
+    }
+}
+
+/// Turns every training flag (dropout) off, keeping gradients.
+struct NoDropout;
+
+impl burn::module::ModuleMapper for NoDropout {
+    fn map_flag(
+        &mut self,
+        flag: burn::module::Param<burn::module::Flag>,
+    ) -> burn::module::Param<burn::module::Flag> {
+        flag.with_value(false)
+    }
+}
+
+impl<T: Task> GradientSampler<T::Model> for TaskSampler<'_, T> {
+    fn sample(
+        &mut self,
+        model: &T::Model,
+        stream: u64,
+        i: usize,
+        batch_size: usize,
+    ) -> Result<StepGrads, EngineError> {
+        use burn::module::Module;
+        let n = self.task.train_len();
+        if self.order.as_ref().is_none_or(|(s, _)| *s != stream) {
+            self.order = Some((
+                stream,
+                super::order::epoch_order(n, mix(self.seed, stream), 0, true),
+            ));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
+        let bs = batch_size.clamp(1, n.max(1));
+        let idx: Vec<usize> = (0..bs).map(|b| order[(i * bs + b) % n]).collect();
+        let mut eval_model = model.clone().map(&mut NoDropout);
+        (self.norm_in_eval)(&mut eval_model);
+        BatchGradients {
+            task: self.task,
+            device: self.device,
+            seed: mix(mix(self.seed, stream), i as u64),
+            step: 0,
+            epoch: 0,
+            micro_batches: vec![idx.as_slice()],
+            distill: None,
+        }
+        .grads(&eval_model)
     }
 }

@@ -8,26 +8,38 @@ use std::path::Path;
 use burn::module::Module;
 
 use super::engine::EngineError;
-use super::grads::GradientSource;
+use super::grads::GradientSampler;
+use super::obs_prune::{ObsConfig, obs_prune};
+use crate::obs::ObsStructure;
 use crate::recipe::plan::{ConstantPlan, Plan, PruningPlan};
 use crate::sparsity::checkpoint::{load_masks, save_masks};
-use crate::sparsity::mask::{Mask, MaskError, MaskSet, module_masks_from_nonzero};
+use crate::sparsity::mask::{Mask, MaskError, MaskKind, MaskSet, module_masks_from_nonzero};
 use crate::sparsity::params::ParamNaming;
 use crate::sparsity::selection::{ParamInfo, ParamSelector};
+
+/// What a pruning step gets besides the model.
+pub struct PruneContext<'a, M> {
+    /// The optimizer step.
+    pub step: u64,
+    /// The modifier's masks before this step (`None` before its first step).
+    pub current: Option<&'a MaskSet>,
+    /// How the model names its parameters.
+    pub naming: &'a dyn ParamNaming,
+    /// Gradients of training mini-batches, for pruners that need them (OBS).
+    pub sampler: &'a mut dyn GradientSampler<M>,
+}
 
 /// Computes the masks of a pruning step (and may update the weights, as OBS does).
 pub trait Pruner<M> {
     /// The masks of `plan`'s parameters `selected` at sparsity `target`, and the model
-    /// (magnitude pruning returns it unchanged). `source` gives gradients of the training
-    /// loss for pruners that need them.
+    /// (magnitude pruning returns it unchanged; OBS moves the weights it keeps).
     fn prune(
         &mut self,
         model: M,
         plan: &PruningPlan,
         selected: &[ParamInfo],
         target: f64,
-        naming: &dyn ParamNaming,
-        source: &mut dyn GradientSource<M>,
+        cx: PruneContext<'_, M>,
     ) -> Result<(M, MaskSet), EngineError>;
 }
 
@@ -43,16 +55,64 @@ impl<M: Module> Pruner<M> for Magnitude {
         plan: &PruningPlan,
         selected: &[ParamInfo],
         target: f64,
-        naming: &dyn ParamNaming,
-        _source: &mut dyn GradientSource<M>,
+        cx: PruneContext<'_, M>,
     ) -> Result<(M, MaskSet), EngineError> {
         let masks = plan
-            .masks(&model, naming, selected, target)
+            .masks(&model, cx.naming, selected, target)
             .map_err(|source| EngineError::Mask {
                 modifier: plan.label.clone(),
                 source,
             })?;
         Ok((model, masks))
+    }
+}
+
+/// OBS (oBERT, `!OBSPruningModifier`): a block-diagonal inverse Fisher of fresh mini-batch
+/// gradients at every pruning step, global OBS scores and the OBS update of the kept weights
+/// ([`obs_prune`]). The mini-batches are a function of the run's seed and the step, so a
+/// resumed run prunes the same. The optimizer's moments of the weights OBS moves are kept
+/// (they estimate gradient statistics, which the small OBS move barely changes, as in
+/// oBERT's reference); those of newly pruned weights are zeroed by the masked optimizer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Obs;
+
+impl<M: Module> Pruner<M> for Obs {
+    fn prune(
+        &mut self,
+        model: M,
+        plan: &PruningPlan,
+        selected: &[ParamInfo],
+        target: f64,
+        cx: PruneContext<'_, M>,
+    ) -> Result<(M, MaskSet), EngineError> {
+        let Some(o) = &plan.obs else {
+            return Magnitude.prune(model, plan, selected, target, cx);
+        };
+        let from = cx.current.map_or(0.0, |m| m.sparsity());
+        let cfg = ObsConfig {
+            num_grads: o.num_grads.at(target) as usize,
+            damp: o.damp,
+            block_size: o.block_size,
+            recomputations: o.recomputations,
+            batch_size: o.batch_size,
+            structure: match plan.mask {
+                MaskKind::Block { .. } => ObsStructure::Block4,
+                _ => ObsStructure::Unstructured,
+            },
+            seed: 0,
+        };
+        obs_prune(
+            model,
+            cx.sampler,
+            cx.naming,
+            selected,
+            cx.current,
+            from.min(target),
+            target,
+            &cfg,
+            cx.step,
+            &plan.label,
+        )
     }
 }
 
@@ -195,7 +255,11 @@ impl<M: Module> Modifiers<M> {
                 Ok(Pruning {
                     plan: p.clone(),
                     selected: select(all, &p.label, &p.params, &p.ignore)?,
-                    pruner: Box::new(Magnitude) as Box<dyn Pruner<M>>,
+                    pruner: if p.obs.is_some() {
+                        Box::new(Obs) as Box<dyn Pruner<M>>
+                    } else {
+                        Box::new(Magnitude)
+                    },
                     state: SavedMasks {
                         masks: None,
                         file: format!("masks-prune-{i}.safetensors"),
@@ -296,15 +360,19 @@ impl<M: Module> Modifiers<M> {
         t: u64,
         mut model: M,
         naming: &dyn ParamNaming,
-        source: &mut dyn GradientSource<M>,
+        sampler: &mut dyn GradientSampler<M>,
     ) -> Result<(M, bool), EngineError> {
         let mut changed = false;
         for p in &mut self.pruning {
             if p.plan.schedule.is_update_step(t) && p.plan.schedule.is_enforced(t) {
                 let target = p.plan.schedule.interpolated(t);
-                let (m, masks) =
-                    p.pruner
-                        .prune(model, &p.plan, &p.selected, target, naming, source)?;
+                let cx = PruneContext {
+                    step: t,
+                    current: p.state.masks.as_ref(),
+                    naming,
+                    sampler: &mut *sampler,
+                };
+                let (m, masks) = p.pruner.prune(model, &p.plan, &p.selected, target, cx)?;
                 model = m;
                 p.state.masks = Some(masks);
                 changed = true;

@@ -5,19 +5,16 @@
 //! update ([`crate::obs`]), and repeat for each recomputation with fresh gradients at the
 //! updated weights.
 
-use burn::module::{Flag, Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
 
 use super::engine::EngineError;
-use super::grads::{BatchGradients, GradientSource};
-use super::order::{epoch_order, mix};
-use super::task::Task;
-use crate::arch::Architecture;
+use super::grads::GradientSampler;
+use super::order::mix;
 use crate::fisher::BlockInverse;
 use crate::obs::{ObsStructure, ObsTensor, prune_step, recomputation_targets};
 use crate::sparsity::mask::{MaskError, MaskSet, ParamValues, read_values, write_values};
-use crate::sparsity::params::module_params;
+use crate::sparsity::params::{ParamNaming, module_params};
 use crate::sparsity::selection::ParamInfo;
 
 /// The settings of OBS pruning (SparseML's `!OBSPruningModifier` fields).
@@ -37,15 +34,6 @@ pub struct ObsConfig {
     pub structure: ObsStructure,
     /// Seed of the mini-batch sample.
     pub seed: u64,
-}
-
-/// Turns every training flag (dropout) off, keeping gradients.
-struct NoDropout;
-
-impl ModuleMapper for NoDropout {
-    fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
-        flag.with_value(false)
-    }
 }
 
 /// The flattened gradient of parameter `id` (rank 1 to 4), if it has one.
@@ -76,25 +64,25 @@ fn fisher_err(label: &str) -> impl Fn(crate::fisher::FisherError) -> EngineError
     }
 }
 
-/// Prunes the `selected` parameters of `model` (on the autodiff device `ad`) from their
-/// current masks `current` to sparsity `target` with OBS; returns the updated model and
-/// the new masks. `label` names the caller in errors.
+/// Prunes the `selected` parameters of `model` (on the autodiff device) from their current
+/// masks `current` (sparsity `from`) to sparsity `target` with OBS, gradients from
+/// `sampler` (stream `stream` and the recomputation index pick the mini-batches); returns the
+/// updated model and the new masks. `label` names the caller in errors.
 #[allow(clippy::too_many_arguments)]
-pub fn obs_prune<A: Architecture, T: Task<Model = A::Model>>(
-    arch: &A,
-    task: &T,
-    mut model: A::Model,
-    ad: &Device,
+pub fn obs_prune<M: Module>(
+    mut model: M,
+    sampler: &mut dyn GradientSampler<M>,
+    naming: &dyn ParamNaming,
     selected: &[ParamInfo],
     current: Option<&MaskSet>,
     from: f64,
     target: f64,
     cfg: &ObsConfig,
+    stream: u64,
     label: &str,
-) -> Result<(A::Model, MaskSet), EngineError> {
-    let naming = arch.naming();
+) -> Result<(M, MaskSet), EngineError> {
     let ids: Vec<(ParamId, usize)> = {
-        let params = module_params(&model, &naming);
+        let params = module_params(&model, naming);
         selected
             .iter()
             .map(|s| {
@@ -112,33 +100,19 @@ pub fn obs_prune<A: Architecture, T: Task<Model = A::Model>>(
             .collect::<Result<_, _>>()?
     };
     let mut masks = current.cloned().unwrap_or_default();
-    let n = task.train_len();
-    let bs = cfg.batch_size.clamp(1, n.max(1));
     for (j, sub_target) in recomputation_targets(from, target, cfg.recomputations)
         .into_iter()
         .enumerate()
     {
         // The Fisher at the current weights.
-        let mut eval_model = model.clone().map(&mut NoDropout);
-        A::norm_in_eval(&mut eval_model);
         let mut invs: Vec<BlockInverse<f32>> = selected
             .iter()
             .map(|s| BlockInverse::new(s.numel(), cfg.block_size, cfg.num_grads, cfg.damp))
             .collect::<Result<_, _>>()
             .map_err(fisher_err(label))?;
-        let order = epoch_order(n, mix(cfg.seed, j as u64), 0, true);
+        let sub_stream = mix(mix(cfg.seed, stream), j as u64);
         for i in 0..cfg.num_grads {
-            let idx: Vec<usize> = (0..bs).map(|b| order[(i * bs + b) % n]).collect();
-            let mut source = BatchGradients {
-                task,
-                device: ad,
-                seed: mix(cfg.seed, (j * cfg.num_grads + i) as u64),
-                step: 0,
-                epoch: 0,
-                micro_batches: vec![idx.as_slice()],
-                distill: None,
-            };
-            let g = source.grads(&eval_model)?.grads;
+            let g = sampler.sample(&model, sub_stream, i, cfg.batch_size)?.grads;
             for ((s, &(id, rank)), inv) in selected.iter().zip(&ids).zip(invs.iter_mut()) {
                 let mut flat = flat_grad(&g, id, rank).unwrap_or_else(|| vec![0.0; s.numel()]);
                 if let Some(m) = masks.get(&s.name) {
@@ -151,8 +125,7 @@ pub fn obs_prune<A: Architecture, T: Task<Model = A::Model>>(
                 inv.add_gradient(&flat).map_err(fisher_err(label))?;
             }
         }
-        drop(eval_model);
-        let values = read_values(&model, &naming, selected).map_err(mask_err(label))?;
+        let values = read_values(&model, naming, selected).map_err(mask_err(label))?;
         let mut tensors: Vec<ObsTensor> = values
             .into_iter()
             .map(|p| ObsTensor {
@@ -170,7 +143,7 @@ pub fn obs_prune<A: Architecture, T: Task<Model = A::Model>>(
                 values: t.values,
             })
             .collect();
-        model = write_values(model, &naming, &updated).map_err(mask_err(label))?;
+        model = write_values(model, naming, &updated).map_err(mask_err(label))?;
     }
     Ok((model, masks))
 }

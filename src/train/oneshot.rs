@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 
 use super::engine::{EngineError, ModelAt, TaskVisitor, dispatch};
+use super::grads::TaskSampler;
 use super::obs_prune::obs_prune;
 use super::order::{batch, epoch_order};
 use super::task::{Metrics, Task};
@@ -178,8 +179,18 @@ impl TaskVisitor for Prune<'_> {
                 OneShotMethod::Obs(cfg) => {
                     let ad = device.clone().autodiff();
                     let model = arch.load(&spec, &ad)?;
+                    let mut sampler = TaskSampler::new(&task, &ad, cfg.seed, A::norm_in_eval);
                     let (model, masks) = obs_prune(
-                        &arch, &task, model, &ad, &selected, None, 0.0, sparsity, cfg, LABEL,
+                        model,
+                        &mut sampler,
+                        &naming,
+                        &selected,
+                        None,
+                        0.0,
+                        sparsity,
+                        cfg,
+                        0,
+                        LABEL,
                     )?;
                     (masks, model.valid())
                 }
@@ -388,7 +399,6 @@ mod tests {
         use crate::train::obs_prune::{ObsConfig, obs_prune};
 
         let ad = Device::flex().autodiff();
-        let arch = ResNetFamily::new("resnet20", 10, None).unwrap();
         let task = task();
         ad.seed(11);
         let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad);
@@ -407,8 +417,23 @@ mod tests {
             structure: ObsStructure::Unstructured,
             seed: 1,
         };
+        let mut sampler = crate::train::grads::TaskSampler::new(
+            &task,
+            &ad,
+            cfg.seed,
+            <ResNetFamily as crate::arch::Architecture>::norm_in_eval,
+        );
         let (model, masks) = obs_prune(
-            &arch, &task, model, &ad, &selected, None, 0.0, 0.6, &cfg, "test",
+            model,
+            &mut sampler,
+            &BurnPaths,
+            &selected,
+            None,
+            0.0,
+            0.6,
+            &cfg,
+            0,
+            "test",
         )
         .unwrap();
         let n: usize = selected.iter().map(|p| p.numel()).sum();
