@@ -246,7 +246,7 @@ mod tests {
 
     /// A ResNet-20 initialised from `seed`.
     fn resnet(seed: u64, device: &Device) -> ResNet {
-        device.seed(seed);
+        let _rng = crate::train::rng::seeded(device, seed);
         ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), device)
     }
 

@@ -48,7 +48,8 @@ pub struct Distilling<'a, M> {
 /// The standard source: the task loss — `(1 − hardness)·task + hardness·KD` while
 /// distilling — over the step's micro-batches, each weighted by its size so that
 /// accumulation equals one large batch, with the device RNG (dropout) seeded from the
-/// step's seed before the first micro-batch of every call.
+/// step's seed before the first micro-batch of every call and held for the whole call
+/// ([`super::rng`]).
 pub struct BatchGradients<'a, T: Task> {
     /// The task.
     pub task: &'a T,
@@ -68,7 +69,8 @@ pub struct BatchGradients<'a, T: Task> {
 
 impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
     fn grads(&mut self, model: &T::Model) -> Result<StepGrads, EngineError> {
-        self.device.seed(self.seed);
+        // Held until the last dropout mask of the call is drawn.
+        let _rng = super::rng::seeded(self.device, self.seed);
         let total: usize = self.micro_batches.iter().map(|b| b.len()).sum();
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut loss_sum = 0.0f64;

@@ -346,8 +346,10 @@ mod tests {
         let device = Device::flex();
         let arch = ResNetFamily::new("resnet20", 10, None).unwrap();
         let task = task();
-        device.seed(9);
-        let mut model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &device);
+        let mut model = {
+            let _rng = crate::train::rng::seeded(&device, 9);
+            ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &device)
+        };
         let c = Calibration {
             batches: 5,
             batch_size: 8,
@@ -400,8 +402,10 @@ mod tests {
 
         let ad = Device::flex().autodiff();
         let task = task();
-        ad.seed(11);
-        let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad);
+        let model = {
+            let _rng = crate::train::rng::seeded(&ad, 11);
+            ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad)
+        };
         let selected: Vec<_> = list_params(&model, &BurnPaths)
             .into_iter()
             .filter(|p| p.name.starts_with("layer3.") && p.name.ends_with("conv2.weight"))
