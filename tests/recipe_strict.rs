@@ -479,3 +479,41 @@ fn cram_fields_are_parsed_strictly_with_positions() {
     let twice = format!("{CRAM}  - !CrAMModifier\n    rho: 0.1\n    sparsities: [0.5]\n");
     assert!(err(&twice).contains("a recipe takes one !CrAMModifier"));
 }
+
+/// `optimizer: {name: mfac, num_grads, damp}`: M-FAC's fields are parsed, belong to
+/// `mfac` only, are range-checked with positions, and CrAM refuses M-FAC as its base.
+#[test]
+fn mfac_optimizer_fields_are_strict() {
+    let base = "optimizer:\n  name: mfac\n  lr: 1.0e-3\n  num_grads: 64\n  damp: 1.0e-6\n";
+    let r = load(base).unwrap();
+    let o = r.optimizer.as_ref().unwrap();
+    assert_eq!(o.name, shears::recipe::sections::OptimizerKind::Mfac);
+    assert_eq!((o.num_grads, o.damp), (Some(64), Some(1e-6)));
+
+    let e = err(&base.replace("name: mfac", "name: sgd"));
+    assert!(
+        e.starts_with("r.yaml:4:3: optimizer.num_grads: `num_grads` is an M-FAC setting"),
+        "{e}"
+    );
+    let e = err(&base.replace("num_grads: 64", "num_grads: 0"));
+    assert!(
+        e.starts_with("r.yaml:4:3: optimizer.num_grads: num_grads must be at least 1"),
+        "{e}"
+    );
+    let e = err(&base.replace("damp: 1.0e-6", "damp: 0.0"));
+    assert!(
+        e.starts_with("r.yaml:5:3: optimizer.damp: damp 0 must be > 0"),
+        "{e}"
+    );
+    let e = err(&base.replace("name: mfac", "name: mfca"));
+    assert!(e.starts_with("r.yaml:2:9: optimizer.name:"), "{e}");
+
+    let with_cram = format!("{base}{CRAM}");
+    let e = err(&with_cram);
+    assert!(
+        e.starts_with(
+            "r.yaml:9:5: training_modifiers[1]: !CrAMModifier needs a first-order base optimizer"
+        ),
+        "{e}"
+    );
+}

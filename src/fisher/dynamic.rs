@@ -60,6 +60,44 @@ impl<T: Real> DynamicInverse<T> {
         self.m
     }
 
+    /// The number of parameters `d`.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// The window (`m × d`, row-major, ring order) and the slot the next gradient replaces:
+    /// all the state (the rest is rebuilt from it).
+    pub fn state(&self) -> (&[T], usize) {
+        (&self.g, self.next)
+    }
+
+    /// Restores a state from [`state`](Self::state): the Gram matrix is recomputed from the
+    /// window (bit for bit what the pushes computed) and the factors rebuilt.
+    pub fn restore(&mut self, window: Vec<T>, next: usize) -> Result<(), FisherError> {
+        check_len("window (m × d)", self.m * self.d, window.len())?;
+        check_finite("window", &window)?;
+        if next >= self.m {
+            return Err(FisherError::Length {
+                what: "next slot",
+                expected: self.m,
+                got: next,
+            });
+        }
+        let (d, m) = (self.d, self.m);
+        self.g = window;
+        // `dot` is symmetric bit for bit, so the order of the pushes does not matter.
+        let g = &self.g;
+        self.k.par_chunks_mut(m).enumerate().for_each(|(r, row)| {
+            let gr = &g[r * d..(r + 1) * d];
+            for (j, k) in row.iter_mut().enumerate() {
+                *k = dot(&g[j * d..(j + 1) * d], gr);
+            }
+        });
+        self.next = next;
+        self.rebuild();
+        Ok(())
+    }
+
     /// Replaces the oldest gradient of the window by `grad`: `O(d·m + m³)`.
     pub fn push(&mut self, grad: &[T]) -> Result<(), FisherError> {
         check_len("gradient", self.d, grad.len())?;
@@ -86,7 +124,8 @@ impl<T: Real> DynamicInverse<T> {
             let mut row: Vec<T> = self.k[i * m..(i + 1) * m].iter().map(|&x| li * x).collect();
             for kk in 0..i {
                 let f = self.dm[kk * m + i] / self.c[kk];
-                axpy(-f, &self.dm[kk * m..(kk + 1) * m], &mut row);
+                // Row kk of D is zero left of its diagonal.
+                axpy(-f, &self.dm[kk * m + kk..(kk + 1) * m], &mut row[kk..]);
             }
             for x in row.iter_mut().take(i) {
                 *x = T::default();
@@ -99,7 +138,8 @@ impl<T: Real> DynamicInverse<T> {
             row[kk] = li;
             for j in 0..kk {
                 let f = self.dm[j * m + kk] / self.c[j];
-                axpy(-f, &self.b[j * m..(j + 1) * m], &mut row);
+                // Row j of B is zero right of its diagonal.
+                axpy(-f, &self.b[j * m..j * m + j + 1], &mut row[..=j]);
             }
             self.b[kk * m..(kk + 1) * m].copy_from_slice(&row);
         }
@@ -169,6 +209,26 @@ mod tests {
         let got = dy.ihvp(&x).unwrap();
         assert!(rel_err(&got, &matvec(&inv, &x)) <= 1e-10);
         assert!(rel_err(&got, &s.ihvp(&x).unwrap()) <= 1e-10);
+    }
+
+    #[test]
+    fn a_restored_window_answers_bit_for_bit_like_the_original() {
+        let (m, d) = (6, 50);
+        let stream = random(9 * d, 37);
+        let mut a = DynamicInverse::<f32>::new(d, m, 1e-2).unwrap();
+        for row in stream.chunks(d) {
+            let r: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+            a.push(&r).unwrap();
+        }
+        let (w, next) = a.state();
+        let mut b = DynamicInverse::<f32>::new(d, m, 1e-2).unwrap();
+        b.restore(w.to_vec(), next).unwrap();
+        let x: Vec<f32> = random(d, 38).iter().map(|&v| v as f32).collect();
+        assert_eq!(a.ihvp(&x).unwrap(), b.ihvp(&x).unwrap());
+        let g: Vec<f32> = random(d, 39).iter().map(|&v| v as f32).collect();
+        a.push(&g).unwrap();
+        b.push(&g).unwrap();
+        assert_eq!(a.ihvp(&x).unwrap(), b.ihvp(&x).unwrap());
     }
 
     #[test]

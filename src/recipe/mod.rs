@@ -268,7 +268,13 @@ impl Recipe {
                 "model" => recipe.model = Some(de::from_node(&node).map_err(de_err)?),
                 "data" => recipe.data = Some(de::from_node(&node).map_err(de_err)?),
                 "training" => recipe.training = Some(de::from_node(&node).map_err(de_err)?),
-                "optimizer" => recipe.optimizer = Some(de::from_node(&node).map_err(de_err)?),
+                "optimizer" => {
+                    let o: OptimizerSection = de::from_node(&node).map_err(de_err)?;
+                    check_optimizer(&o, &node).map_err(|(mark, field, message)| {
+                        invalid(&mark, &format!("optimizer.{field}"), message)
+                    })?;
+                    recipe.optimizer = Some(o);
+                }
                 "device" => recipe.device = Some(de::from_node(&node).map_err(de_err)?),
                 "output" => recipe.output = Some(de::from_node(&node).map_err(de_err)?),
                 k if k.contains("modifiers") => {
@@ -394,6 +400,43 @@ fn front_matter(text: &str) -> Option<(&str, usize)> {
         offset += line.len();
     }
     None
+}
+
+/// Checks the fields of `optimizer:` that depend on each other: M-FAC's settings belong
+/// to `name: mfac` only, and must be in range. Returns the offending key's mark.
+fn check_optimizer(o: &OptimizerSection, node: &Node) -> Result<(), (Mark, &'static str, String)> {
+    let mark_of = |field: &str| {
+        node.as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(field)))
+            .map_or_else(|| node.mark.clone(), |(k, _)| k.mark.clone())
+    };
+    if o.name != sections::OptimizerKind::Mfac {
+        for (field, set) in [
+            ("num_grads", o.num_grads.is_some()),
+            ("damp", o.damp.is_some()),
+        ] {
+            if set {
+                return Err((
+                    mark_of(field),
+                    if field == "damp" { "damp" } else { "num_grads" },
+                    format!("`{field}` is an M-FAC setting: set `name: mfac` or remove it"),
+                ));
+            }
+        }
+    }
+    if o.num_grads == Some(0) {
+        return Err((
+            mark_of("num_grads"),
+            "num_grads",
+            "num_grads must be at least 1".into(),
+        ));
+    }
+    if let Some(d) = o.damp
+        && !(d > 0.0 && d.is_finite())
+    {
+        return Err((mark_of("damp"), "damp", format!("damp {d} must be > 0")));
+    }
+    Ok(())
 }
 
 fn relabel(node: &mut Node, mark: &Mark) {

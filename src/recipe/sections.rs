@@ -291,7 +291,7 @@ pub enum SparsePropMode {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSection {
-    /// `adamw`, `adam` or `sgd`.
+    /// `adamw`, `adam`, `sgd` or `mfac`.
     pub name: OptimizerKind,
     /// Learning rate when no LR modifier is active.
     pub lr: f64,
@@ -319,6 +319,12 @@ pub struct OptimizerSection {
         deserialize_with = "crate::sparsity::enforce::deserialize_no_decay"
     )]
     pub no_decay: Vec<String>,
+    /// M-FAC: gradients in the sliding window `m` (default 1024, the reference's; the state
+    /// is `m × d` floats for `d` trained parameters).
+    pub num_grads: Option<usize>,
+    /// M-FAC: dampening λ of the Fisher (default 1e-5, the reference's for CIFAR; 1e-6 for
+    /// BERT fine-tuning).
+    pub damp: Option<f64>,
 }
 
 /// The optimizers a recipe can name.
@@ -331,6 +337,10 @@ pub enum OptimizerKind {
     Adam,
     /// SGD with optional momentum.
     Sgd,
+    /// M-FAC (Frantar et al. 2021): the gradient preconditioned by the inverse empirical
+    /// Fisher of the last `num_grads` gradients, optional momentum, L2 weight decay added to
+    /// the gradient first.
+    Mfac,
 }
 
 /// `output:` — where results go.

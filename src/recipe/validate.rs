@@ -419,6 +419,19 @@ pub(super) fn validate(recipe: &Recipe) -> Result<(), Problem> {
         }
         *slot = Some(m);
     }
+    if let Some(m) = seen_cram
+        && recipe
+            .optimizer
+            .as_ref()
+            .is_some_and(|o| o.name == crate::recipe::sections::OptimizerKind::Mfac)
+    {
+        return Err((
+            m.mark.clone(),
+            format!("{}[{}]", m.group, m.index),
+            "!CrAMModifier needs a first-order base optimizer (sgd, adam or adamw), not mfac"
+                .into(),
+        ));
+    }
     if let Some(m) = seen_kd
         && recipe.model.as_ref().is_some_and(|m| m.teacher.is_none())
     {

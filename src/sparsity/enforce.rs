@@ -476,7 +476,7 @@ impl DecayKind {
     pub fn for_optimizer(kind: OptimizerKind) -> Self {
         match kind {
             OptimizerKind::Adamw => DecayKind::Decoupled,
-            OptimizerKind::Adam | OptimizerKind::Sgd => DecayKind::L2,
+            OptimizerKind::Adam | OptimizerKind::Sgd | OptimizerKind::Mfac => DecayKind::L2,
         }
     }
 }

@@ -189,6 +189,91 @@ impl CheckpointStore {
     }
 }
 
+/// An `f32` tensor view for [`write_f32_tensors`].
+struct F32Tensor<'a> {
+    shape: Vec<usize>,
+    values: &'a [f32],
+}
+
+impl safetensors::View for F32Tensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
+}
+
+/// Writes named `f32` tensors and string metadata to a safetensors file (a step rule's
+/// state), through a temporary file renamed into place.
+pub fn write_f32_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    meta: &[(&str, String)],
+) -> std::io::Result<()> {
+    let views: Vec<(String, F32Tensor<'_>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.to_string(),
+                F32Tensor {
+                    shape: s.clone(),
+                    values: v,
+                },
+            )
+        })
+        .collect();
+    let meta: std::collections::HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Named `f32` tensors: name, shape, values.
+pub type F32Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Reads what [`write_f32_tensors`] wrote: the tensors and the metadata.
+pub fn read_f32_tensors(path: &Path) -> std::io::Result<(F32Tensors, Vec<(String, String)>)> {
+    let bytes = std::fs::read(path)?;
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!(
+                "{name}: expected F32, found {:?}",
+                view.dtype()
+            )));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.push((name, view.shape().to_vec(), values));
+    }
+    Ok((out, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

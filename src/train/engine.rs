@@ -48,6 +48,7 @@ use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
 use super::cram::CramStep;
 use super::grads::GradientSource;
 use super::grads::{BatchGradients, Distilling, TaskSampler};
+use super::mfac::{MfacConfig, MfacStep};
 use super::modifiers::Modifiers;
 #[allow(unused_imports)]
 use super::modifiers::Pruner;
@@ -68,10 +69,12 @@ use crate::data::batch::length_bucketed_order;
 use crate::device::{DeviceKind, DeviceUnavailable};
 use crate::recipe::Recipe;
 use crate::recipe::plan::{Plan, PlanError, plan};
+use crate::recipe::sections::OptimizerKind;
 use crate::recipe::sections::{HeadKind, TeacherSpec, TrainingSection};
 use crate::run_dir::{RunDirError, write_atomic};
 use crate::schedule::lr::LrSchedule;
 use crate::sparsity::checkpoint::MaskFileError;
+use crate::sparsity::enforce::WeightDecay;
 use crate::sparsity::enforce::{EnforceError, MaskedOptimizer, OptimStateError};
 use crate::sparsity::mask::{MaskError, read_values};
 use crate::sparsity::params::list_params;
@@ -227,6 +230,14 @@ pub enum EngineError {
         /// The run directory.
         dir: PathBuf,
         /// Why.
+        message: String,
+    },
+    /// Recipe settings that cannot go together in a run.
+    #[error("{field}: {message}")]
+    Config {
+        /// The recipe field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
         message: String,
     },
     /// A file operation failed.
@@ -550,8 +561,10 @@ where
             .ok_or(EngineError::MissingSection("training"))?;
         let plain = opts.device.device()?;
         let ad = plain.clone().autodiff();
-        plain.seed(training.seed);
+        // Fresh weights (a new head, a model trained from scratch) are drawn from the seed.
+        let rng = super::rng::seeded(&plain, training.seed);
         let model = arch.load_student(&ad)?;
+        drop(rng);
         let teacher = match recipe.model.as_ref().and_then(|m| m.teacher.as_ref()) {
             None => Teacher::None,
             Some(TeacherSpec::SelfSnapshot) => Teacher::PendingSnapshot,
@@ -575,9 +588,33 @@ where
         if let Some(max) = training.max_grad_norm {
             optim = optim.with_max_grad_norm(max);
         }
-        let rule = match plan.cram.clone() {
-            None => RecipeRule::Plain(PlainStep),
-            Some(c) => RecipeRule::Cram(Box::new(CramStep::new(
+        let optimizer = recipe
+            .optimizer
+            .as_ref()
+            .ok_or(EngineError::MissingSection("optimizer"))?;
+        let rule = match (plan.cram.clone(), optimizer.name) {
+            (Some(_), OptimizerKind::Mfac) => {
+                return Err(EngineError::Config {
+                    field: "optimizer.name",
+                    message: "CrAM's base optimizer cannot be mfac (two preconditioned passes are not defined); use sgd, adam or adamw".into(),
+                });
+            }
+            (None, OptimizerKind::Mfac) => RecipeRule::Mfac(Box::new(MfacStep::new(MfacConfig {
+                num_grads: optimizer.num_grads.unwrap_or(1024),
+                damp: optimizer.damp.unwrap_or(1e-5),
+                momentum: optimizer.momentum,
+                decay: WeightDecay::from_optimizer_section(optimizer)?,
+            }))),
+            (None, _) => {
+                if optimizer.num_grads.is_some() || optimizer.damp.is_some() {
+                    return Err(EngineError::Config {
+                        field: "optimizer",
+                        message: "`num_grads` and `damp` are M-FAC settings: set `name: mfac` or remove them".into(),
+                    });
+                }
+                RecipeRule::Plain(PlainStep)
+            }
+            (Some(c), _) => RecipeRule::Cram(Box::new(CramStep::new(
                 c,
                 &all_params,
                 training.seed,

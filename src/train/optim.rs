@@ -30,6 +30,11 @@ pub fn with_optimizer<V: OptimizerVisitor>(
         OptimizerKind::Adamw => visitor.visit(wrap_with(MaskedOptimizer::new(adamw(o)), &decay)),
         OptimizerKind::Adam => visitor.visit(wrap_with(MaskedOptimizer::new(adam(o)), &decay)),
         OptimizerKind::Sgd => visitor.visit(wrap_with(MaskedOptimizer::new(sgd(o)), &decay)),
+        // M-FAC's step rule preconditions (weight decay included) and hands the direction
+        // to a plain SGD step under the masks.
+        OptimizerKind::Mfac => visitor.visit(MaskedOptimizer::new(
+            SgdConfig::new().with_weight_decay(None).build(),
+        )),
     })
 }
 

@@ -78,6 +78,8 @@ pub enum RecipeRule<M> {
     Plain(PlainStep),
     /// CrAM inside its window, plain outside.
     Cram(Box<super::cram::CramStep<M>>),
+    /// The M-FAC optimizer (`optimizer.name: mfac`).
+    Mfac(Box<super::mfac::MfacStep>),
 }
 
 impl<M: Module> StepRule<M> for RecipeRule<M> {
@@ -92,6 +94,21 @@ impl<M: Module> StepRule<M> for RecipeRule<M> {
         match self {
             RecipeRule::Plain(r) => r.step(t, model, source, optim, lr),
             RecipeRule::Cram(r) => r.step(t, model, source, optim, lr),
+            RecipeRule::Mfac(r) => r.step(t, model, source, optim, lr),
+        }
+    }
+
+    fn save_state(&self, dir: &Path) -> Result<(), EngineError> {
+        match self {
+            RecipeRule::Mfac(r) => StepRule::<M>::save_state(r.as_ref(), dir),
+            _ => Ok(()),
+        }
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<(), EngineError> {
+        match self {
+            RecipeRule::Mfac(r) => StepRule::<M>::load_state(r.as_mut(), dir),
+            _ => Ok(()),
         }
     }
 }
