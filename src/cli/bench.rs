@@ -13,6 +13,34 @@ pub enum BenchCommand {
     /// The global magnitude top-k selection that CrAM runs every step and GMP at every
     /// pruning step, at the parameter counts of real models.
     Topk(TopkArgs),
+    /// M-FAC's sliding-window inverse Fisher: IHVP and window-update time over d × m, with
+    /// the same recursion in PyTorch in the same run (`--pytorch`).
+    Mfac(MfacArgs),
+}
+
+/// Options of `shears bench mfac`.
+#[derive(Debug, Args)]
+pub struct MfacArgs {
+    /// Parameter counts d, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000, 10_000_000])]
+    pub dims: Vec<usize>,
+    /// Window sizes m, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 128, 512])]
+    pub grads: Vec<usize>,
+    /// Skip (d, m) pairs whose window (m·d f32) exceeds this many GiB.
+    #[arg(long, default_value_t = 6.0)]
+    pub max_gib: f64,
+    /// Timed repetitions (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Also time the same recursion in PyTorch: run this script with `python3` (CPU, as
+    /// many threads as shears uses) and print the ratios. The repository's script is
+    /// `benches/mfac_torch.py`.
+    #[arg(long, value_name = "SCRIPT")]
+    pub pytorch: Option<std::path::PathBuf>,
+    /// Print rows as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `shears bench topk`.
@@ -56,6 +84,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sparseprop(args) => sparseprop(args),
         BenchCommand::Topk(args) => topk(args),
+        BenchCommand::Mfac(args) => mfac(args),
     }
 }
 
@@ -128,6 +157,167 @@ fn topk(args: TopkArgs) -> anyhow::Result<()> {
             ms,
             ms * 1e6 / n as f64
         );
+    }
+    Ok(())
+}
+
+/// Seeded values in [-0.5, 0.5) (a 64-bit LCG; the benchmark needs no statistics).
+fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// Median of timed repetitions of `f`, after one warm-up.
+fn median_secs(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(reps);
+    for r in 0..=reps {
+        let t0 = std::time::Instant::now();
+        f()?;
+        if r > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// One (d, m) measurement of `shears bench mfac`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct MfacRow {
+    d: usize,
+    m: usize,
+    /// Median IHVP time, ms.
+    ihvp_ms: f64,
+    /// Median window-update time (replace the oldest gradient, rebuild), ms.
+    update_ms: f64,
+}
+
+/// Times `DynamicInverse::{ihvp, push}` on a full window of seeded values.
+fn mfac(args: MfacArgs) -> anyhow::Result<()> {
+    use shears::fisher::DynamicInverse;
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    if let Some(bad) = args.dims.iter().chain(&args.grads).find(|&&v| v == 0) {
+        bail!("--dims and --grads take positive integers, got {bad}");
+    }
+    let fits = |d: usize, m: usize| (d * m * 4) as f64 <= args.max_gib * (1u64 << 30) as f64;
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for &d in &args.dims {
+        for &m in &args.grads {
+            if !fits(d, m) {
+                skipped.push((d, m));
+                continue;
+            }
+            let mut inv = DynamicInverse::<f32>::new(d, m, 1e-5)?;
+            inv.restore(lcg_values(m * d, (d ^ m) as u64), 0)?;
+            let x = lcg_values(d, 7);
+            let ihvp = median_secs(args.reps, || {
+                std::hint::black_box(inv.ihvp(&x)?);
+                Ok(())
+            })?;
+            let grads: Vec<Vec<f32>> = (0..=args.reps)
+                .map(|i| lcg_values(d, 100 + i as u64))
+                .collect();
+            let mut next = grads.iter().cycle();
+            let update = median_secs(args.reps, || {
+                inv.push(next.next().expect("cycle"))?;
+                Ok(())
+            })?;
+            rows.push(MfacRow {
+                d,
+                m,
+                ihvp_ms: ihvp * 1e3,
+                update_ms: update * 1e3,
+            });
+        }
+    }
+    let torch: Option<Vec<MfacRow>> = match &args.pytorch {
+        None => None,
+        Some(script) => {
+            let pairs: Vec<String> = rows.iter().map(|r| format!("{}x{}", r.d, r.m)).collect();
+            let out = std::process::Command::new("python3")
+                .arg(script)
+                .arg("--pairs")
+                .arg(pairs.join(","))
+                .arg("--reps")
+                .arg(args.reps.to_string())
+                .arg("--threads")
+                .arg(rayon::current_num_threads().to_string())
+                .output()
+                .with_context(|| format!("--pytorch {}: cannot run python3", script.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "--pytorch {}: the script failed: {}",
+                    script.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            Some(serde_json::from_str(text.trim()).with_context(|| {
+                format!(
+                    "--pytorch {}: expected a JSON list of rows, got {text}",
+                    script.display()
+                )
+            })?)
+        }
+    };
+    if args.json {
+        let v = serde_json::json!({ "shears": rows, "pytorch": torch, "skipped": skipped });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "M-FAC sliding-window inverse (f32, {} threads), median of {} reps",
+        rayon::current_num_threads(),
+        args.reps
+    );
+    print!(
+        "{:>10} {:>5} {:>10} {:>12} {:>11} {:>13}",
+        "d", "m", "ihvp ms", "ns/(d·m)", "update ms", "ns/(d·m)"
+    );
+    if torch.is_some() {
+        print!(" {:>14} {:>16}", "torch ihvp ms", "torch update ms");
+    }
+    println!();
+    for (i, r) in rows.iter().enumerate() {
+        let dm = (r.d * r.m) as f64;
+        print!(
+            "{:>10} {:>5} {:>10.2} {:>12.3} {:>11.2} {:>13.3}",
+            r.d,
+            r.m,
+            r.ihvp_ms,
+            r.ihvp_ms * 1e6 / dm,
+            r.update_ms,
+            r.update_ms * 1e6 / dm
+        );
+        if let Some(t) = torch.as_ref().and_then(|t| t.get(i)) {
+            print!(
+                " {:>7.2} ({:.2}×) {:>8.2} ({:.2}×)",
+                t.ihvp_ms,
+                t.ihvp_ms / r.ihvp_ms,
+                t.update_ms,
+                t.update_ms / r.update_ms
+            );
+        }
+        println!();
+    }
+    for (d, m) in skipped {
+        println!(
+            "{d:>10} {m:>5}  skipped: the window needs more than --max-gib {}",
+            args.max_gib
+        );
+    }
+    if torch.is_some() {
+        println!("(×: PyTorch's time / shears' time; above 1 shears is faster)");
     }
     Ok(())
 }
