@@ -82,6 +82,12 @@ fn a_pattern_matching_nothing_is_a_warning() {
         "{:?}",
         report.warnings
     );
+    // The names it was probably meant for: the encoder's own (no `bert.` prefix).
+    assert!(
+        report.warnings[0].contains("closest names are `encoder.layer."),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]
@@ -106,4 +112,44 @@ fn run_directories_keep_what_is_saved() {
         Err(RunDirError::NothingToResume(_))
     ));
     assert!(RunDir::choose(&r, None).starts_with("runs"));
+}
+
+/// Legal but almost surely wrong schedules: a `self` teacher from step 0, pruning that
+/// would end after training, epochs without an LR modifier.
+#[test]
+fn suspicious_schedules_are_warnings() {
+    let text = "model:\n  source: nowhere\n  teacher: self\ntraining_modifiers:\n  - !EpochRangeModifier\n    start_epoch: 0\n    end_epoch: 4\n  - !LearningRateFunctionModifier\n    lr_func: linear\n    init_lr: 1.0e-4\n    final_lr: 1.0e-5\n    start_epoch: 0\n    end_epoch: 2\n  - !DistillationModifier\n    hardness: 1.0\n    start_epoch: 0\npruning_modifiers:\n  - !GMPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n    final_sparsity: 0.8\n    start_epoch: 1\n    end_epoch: 6\n    update_frequency: 1\n";
+    let r = Recipe::from_str_at(text, Path::new("s.yaml"), &[]).unwrap();
+    let report = check(&r, Some(10));
+    let w = &report.warnings;
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w.iter()
+            .any(|x| x.contains("teacher is the untrained student")
+                && x.contains("labels are never used")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|x| x.contains("ends at epoch 6")
+            && x.contains("training ends at epoch 4")
+            && x.contains("80.0 %")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|x| x.contains("epochs 2–4 (of 4)") && x.contains("1.000e-5")),
+        "{w:?}"
+    );
+    // The same recipe made sound: distillation after a dense phase, pruning and LR
+    // inside training.
+    let sound = text
+        .replace(
+            "hardness: 1.0\n    start_epoch: 0",
+            "hardness: 1.0\n    start_epoch: 1",
+        )
+        .replace("end_epoch: 6", "end_epoch: 3")
+        .replace("    end_epoch: 2\n", "    end_epoch: 4\n");
+    let r = Recipe::from_str_at(&sound, Path::new("s.yaml"), &[]).unwrap();
+    let report = check(&r, Some(10));
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

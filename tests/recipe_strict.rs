@@ -307,8 +307,77 @@ fn every_shipped_recipe_passes_the_check() {
     let recipes = shipped_recipes();
     assert!(recipes.len() >= 2, "{recipes:?}");
     for path in recipes {
-        Recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let r = Recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            r.warnings.is_empty(),
+            "{}: {:?}",
+            path.display(),
+            r.warnings
+        );
     }
+}
+
+/// A top-level variable that no `eval(...)` reads changes nothing: a warning with its
+/// position and the closest field name, carried by `recipe check` and printed by the CLI.
+#[test]
+fn variables_nothing_reads_are_warnings_with_a_suggestion() {
+    let text = "fianl_sparsity: 0.9\nfinal_sparsity: 0.8\nend: 5\nlast: eval(end)\nsparsity: 0.7\nzzqx: 3\npruning_modifiers:\n  - !GMPruningModifier\n    params: __ALL_PRUNABLE__\n    init_sparsity: 0.1\n    final_sparsity: eval(sparsity)\n    start_epoch: 1\n    end_epoch: eval(last)\n    update_frequency: 1\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vars.yaml");
+    std::fs::write(&path, text).unwrap();
+    let r = Recipe::load(&path, &[]).unwrap();
+    let keys: Vec<&str> = r.warnings.iter().map(|w| w.key.as_str()).collect();
+    // `end` is read by `last`, which a modifier reads; `sparsity` is read directly.
+    assert_eq!(keys, ["fianl_sparsity", "final_sparsity", "zzqx"]);
+    assert_eq!(r.warnings[0].mark.to_string(), "1:1");
+    assert!(
+        r.warnings[0]
+            .message
+            .contains("did you mean `final_sparsity`"),
+        "{}",
+        r.warnings[0]
+    );
+    assert!(
+        r.warnings[1]
+            .message
+            .contains("write `final_sparsity: eval(final_sparsity)`"),
+        "{}",
+        r.warnings[1]
+    );
+    assert_eq!(r.warnings[2].mark.to_string(), "6:1");
+    assert!(!r.warnings[2].message.contains("did you mean"));
+    let report = shears::recipe::check::check(&r, None);
+    assert_eq!(report.warnings.len(), 3, "{:?}", report.warnings);
+    assert!(report.warnings[0].ends_with(&r.warnings[0].message));
+    // Once some eval reads them, the warnings are gone.
+    let fixed = text.replace(
+        "eval(sparsity)",
+        "eval(fianl_sparsity - final_sparsity + sparsity + zzqx - 3)",
+    );
+    std::fs::write(&path, fixed).unwrap();
+    assert!(Recipe::load(&path, &[]).unwrap().warnings.is_empty());
+    // The CLI prints them and still succeeds.
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check", "--quiet"])
+        .arg(dir.path().join("vars.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("0 warnings"), "{stdout}");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check", "--quiet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("vars.yaml:1:1: `fianl_sparsity`: no eval(...) reads this variable"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 warnings"), "{stdout}");
 }
 
 #[test]

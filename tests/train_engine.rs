@@ -1,8 +1,9 @@
 //! The training engine on a small BERT (2 layers, hidden 32, MiniLM's real tokenizer) and a
 //! small sentence task: exact resume, exact final sparsity, report = exported file.
 //!
-//! One test function on purpose: burn seeds the CPU RNG (dropout) globally, so two runs in
-//! parallel threads of one process would draw from each other's streams.
+//! burn keeps one random generator per process and the tests of this binary run in
+//! parallel: every draw happens under `shears::rng`'s lock (the engine's, and this file's
+//! model initialisation), so each run stays a function of its seed.
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +26,11 @@ fn tiny_model(dir: &Path) {
     let device = Device::flex();
     // Seeded under the engine's RNG lock: other tests of this binary train concurrently.
     let model = {
-        let _rng = shears::train::rng::seeded(&device, 7);
-        BertForSequenceClassification::new(&config, &device)
+        let _rng = shears::rng::seeded(&device, 7);
+        let model = BertForSequenceClassification::new(&config, &device);
+        // burn initialises lazily: draw every parameter now, under the lock.
+        shears::rng::materialize(&model);
+        model
     };
     save_pretrained(&model, &config, dir).unwrap();
     for f in ["tokenizer.json", "vocab.txt"] {
@@ -111,6 +115,18 @@ distillation_modifiers:
     )
 }
 
+/// The tiny model, the sentences and the standard recipe (GMP + KD) under `dir`: the
+/// recipe, the model directory and the recipe file.
+fn tiny_recipe(dir: &Path) -> (Recipe, PathBuf, PathBuf) {
+    let model = dir.join("tiny");
+    tiny_model(&model);
+    let data = dir.join("sentences.tsv");
+    data_file(&data);
+    let path = dir.join("recipe.yaml");
+    std::fs::write(&path, recipe_text(&model, &data)).unwrap();
+    (Recipe::load(&path, &[]).unwrap(), model, path)
+}
+
 fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Option<u64>) -> RunEnd {
     let dir = RunDir::prepare(dir.to_path_buf(), recipe, resume).unwrap();
     run(
@@ -169,13 +185,7 @@ fn same_safetensors(a: &Path, b: &Path) -> bool {
 #[test]
 fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("tiny");
-    tiny_model(&model);
-    let data = tmp.path().join("sentences.tsv");
-    data_file(&data);
-    let path = tmp.path().join("recipe.yaml");
-    std::fs::write(&path, recipe_text(&model, &data)).unwrap();
-    let recipe = Recipe::load(&path, &[]).unwrap();
+    let (recipe, model, path) = tiny_recipe(tmp.path());
 
     // A: uninterrupted.
     let a_dir = tmp.path().join("a");
@@ -724,4 +734,121 @@ fn mfac_runs_keep_sparsity_and_resume_exactly() {
         e.contains("optimizer.num_grads") && e.contains("set `name: mfac`"),
         "{e}"
     );
+}
+
+/// `shears export` of a run: the final checkpoint exported as `hf` equals the run's own
+/// export; an earlier checkpoint exported `compressed` reads back to that checkpoint's
+/// weights; a `burn` record loads into the shears-models module with the same values.
+#[test]
+fn runs_export_from_any_checkpoint_in_every_format() {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    use shears::train::export::{ExportFormat, RunPoint, export_run};
+    use shears_models::bert::BertArchitecture;
+    use shears_models::bert::weights::collect_hf_tensors;
+    use shears_models::weights::Checkpoint;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (recipe, _, _) = tiny_recipe(tmp.path());
+    let run_dir = tmp.path().join("run");
+    let a = finished(start(&recipe, &run_dir, false, None));
+    let base = Path::new(".");
+
+    let hf = tmp.path().join("hf");
+    let done = export_run(
+        &run_dir,
+        RunPoint::Step(a.report.steps),
+        ExportFormat::Hf,
+        &hf,
+        base,
+    )
+    .unwrap();
+    assert_eq!(done.step, Some(a.report.steps));
+    assert!(same_safetensors(
+        &hf.join("model.safetensors"),
+        &run_dir.join("model/model.safetensors")
+    ));
+    assert_eq!(
+        bytes(&hf.join("config.json")),
+        bytes(&run_dir.join("model/config.json"))
+    );
+    assert!(hf.join("tokenizer.json").is_file());
+
+    // The checkpoint before the last (the last two are kept), compressed.
+    let earlier = a.report.steps - 4;
+    let ckpt_file = run_dir.join(format!("checkpoints/step-{earlier:09}/model.safetensors"));
+    let comp = tmp.path().join("comp");
+    let done = export_run(
+        &run_dir,
+        RunPoint::Step(earlier),
+        ExportFormat::Compressed,
+        &comp,
+        base,
+    )
+    .unwrap();
+    let c = done.compressed.unwrap();
+    assert!(!c.compressed.is_empty() && c.compressed_bytes < c.dense_bytes);
+    let ckpt = Checkpoint::read(&ckpt_file).unwrap();
+    let back = Checkpoint::read(comp.join("model.safetensors")).unwrap();
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        ckpt.keys().collect::<Vec<_>>()
+    );
+    // Equal as numbers (a masked negative weight is -0.0 in the checkpoint; the format
+    // stores zeros as absent, read back +0.0).
+    let values = |c: &Checkpoint, k: &str| -> Vec<f32> {
+        c.get(k)
+            .unwrap()
+            .data
+            .clone()
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    for k in ckpt.keys() {
+        assert_eq!(values(&back, k), values(&ckpt, k), "{k}");
+    }
+    let sparse = SparsityReport::from_safetensors(&comp.join("model.safetensors")).unwrap();
+    let dense = SparsityReport::from_safetensors(&ckpt_file).unwrap();
+    assert_eq!(sparse.params, dense.params);
+    // A step without a checkpoint is an error listing the ones there are.
+    let e = export_run(
+        &run_dir,
+        RunPoint::Step(5),
+        ExportFormat::Hf,
+        &tmp.path().join("x"),
+        base,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no checkpoint of step 5") && e.contains("24"),
+        "{e}"
+    );
+
+    // The final model as a burn record.
+    let rec = tmp.path().join("burn");
+    export_run(&run_dir, RunPoint::Default, ExportFormat::Burn, &rec, base).unwrap();
+    assert!(!rec.join("model.safetensors").exists());
+    let config = BertConfig::from_file(rec.join("config.json")).unwrap();
+    let device = Device::flex();
+    let mut loaded = {
+        let _rng = shears::rng::seeded(&device, 1);
+        let m = BertForSequenceClassification::from_config(&config, &device);
+        shears::rng::materialize(&m);
+        m
+    };
+    let result = loaded
+        .load_from(&mut BurnpackStore::from_file(rec.join("model.bpk")))
+        .unwrap();
+    assert!(result.missing.is_empty(), "{result:?}");
+    let want = Checkpoint::read(run_dir.join("model/model.safetensors")).unwrap();
+    for (k, shape, values) in collect_hf_tensors(&loaded) {
+        let t = want.get(&k).unwrap_or_else(|| panic!("{k}"));
+        assert_eq!(t.shape, shape, "{k}");
+        assert_eq!(
+            t.data.clone().unwrap().try_to_vec::<f32>().unwrap(),
+            values,
+            "{k}"
+        );
+    }
 }

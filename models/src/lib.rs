@@ -9,6 +9,7 @@
 
 pub mod batch_norm;
 pub mod bert;
+pub mod compressed;
 pub mod conv;
 pub mod layer_norm;
 pub mod linear;

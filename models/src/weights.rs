@@ -290,11 +290,17 @@ impl Checkpoint {
             path: path.to_path_buf(),
             tensors: BTreeMap::new(),
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        // compressed-tensors' sparse-bitmask files are read back dense.
+        let tensors = crate::compressed::read_all(&bytes)
             .map_err(|e| ckpt.format_error(format!("not a valid safetensors file: {e}")))?;
-        for (key, view) in st.tensors() {
-            let dtype = format!("{:?}", view.dtype());
-            ckpt.insert_bytes(key, &dtype, view.shape().to_vec(), view.data().to_vec())?;
+        let tensors = if crate::compressed::is_compressed(tensors.keys().map(String::as_str)) {
+            crate::compressed::decompress(tensors).map_err(|e| ckpt.format_error(e.to_string()))?
+        } else {
+            tensors
+        };
+        for (key, t) in tensors {
+            let dtype = format!("{:?}", t.dtype);
+            ckpt.insert_bytes(key, &dtype, t.shape, t.data)?;
         }
         Ok(ckpt)
     }

@@ -194,15 +194,23 @@ impl<M: BertWithEncoder> Architecture for BertFamily<M> {
     }
 
     fn load_student(&self, device: &Device) -> Result<M, ArchError> {
-        Self::load_files(&self.files, &self.config, device, "model.source", true)
+        let _rng = crate::rng::exclusive();
+        let model = Self::load_files(&self.files, &self.config, device, "model.source", true)?;
+        crate::rng::materialize(&model);
+        Ok(model)
     }
 
     fn load(&self, spec: &str, device: &Device) -> Result<M, ArchError> {
-        Ok(Self::load_config_of(spec, device)?.0)
+        let _rng = crate::rng::exclusive();
+        let model = Self::load_config_of(spec, device)?.0;
+        crate::rng::materialize(&model);
+        Ok(model)
     }
 
     fn load_teacher(&self, spec: &str, device: &Device) -> Result<M, ArchError> {
+        let _rng = crate::rng::exclusive();
         let (teacher, config) = Self::load_config_of(spec, device)?;
+        crate::rng::materialize(&teacher);
         if M::ARCHITECTURE == BertForSequenceClassification::ARCHITECTURE
             && config.num_labels() != self.config.num_labels()
         {

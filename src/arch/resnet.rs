@@ -94,19 +94,10 @@ impl ResNetFamily {
     }
 }
 
-impl Architecture for ResNetFamily {
-    type Model = ResNet;
-    type Naming = BurnPaths;
-
-    fn name(&self) -> String {
-        self.config.arch.name()
-    }
-
-    fn naming(&self) -> BurnPaths {
-        BurnPaths
-    }
-
-    fn load_student(&self, device: &Device) -> Result<ResNet, ArchError> {
+impl ResNetFamily {
+    /// The student from `model.source` (a fresh initialisation without one); the caller
+    /// holds the device generator.
+    fn load_student_unguarded(&self, device: &Device) -> Result<ResNet, ArchError> {
         let Some(source) = &self.source else {
             return Ok(self.config.init(device));
         };
@@ -137,14 +128,37 @@ impl Architecture for ResNetFamily {
         }
         Ok(model)
     }
+}
+
+impl Architecture for ResNetFamily {
+    type Model = ResNet;
+    type Naming = BurnPaths;
+
+    fn name(&self) -> String {
+        self.config.arch.name()
+    }
+
+    fn naming(&self) -> BurnPaths {
+        BurnPaths
+    }
+
+    fn load_student(&self, device: &Device) -> Result<ResNet, ArchError> {
+        let _rng = crate::rng::exclusive();
+        let model = self.load_student_unguarded(device)?;
+        crate::rng::materialize(&model);
+        Ok(model)
+    }
 
     fn load(&self, spec: &str, device: &Device) -> Result<ResNet, ArchError> {
         let spec = Path::new(spec);
         self.check_dir(spec)?;
         let file = weights_file(spec);
-        ResNet::load_file(&self.config, &file, ClassifierInit::Load, device)
+        let _rng = crate::rng::exclusive();
+        let model = ResNet::load_file(&self.config, &file, ClassifierInit::Load, device)
             .map(|(m, _)| m)
-            .map_err(resnet_err(file.display().to_string()))
+            .map_err(resnet_err(file.display().to_string()))?;
+        crate::rng::materialize(&model);
+        Ok(model)
     }
 
     fn save_weights(&self, model: &ResNet, file: &Path) -> Result<(), ArchError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use shears::device::DeviceKind;
-use shears::recipe::{Override, Recipe};
+use shears::recipe::Override;
 use shears::train::engine::evaluate_model;
 
 /// Evaluate an exported model on the dev split of a recipe's task.
@@ -35,7 +35,7 @@ pub struct EvalArgs {
 
 /// Runs `shears eval`.
 pub fn execute(args: EvalArgs) -> anyhow::Result<()> {
-    let recipe = Recipe::load(&args.recipe, &args.overrides)?;
+    let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
     let device = args.device.or(recipe.device).unwrap_or_default();
     let (metrics, n) = evaluate_model(&recipe, &args.model, device, std::path::Path::new("."))
         .with_context(|| format!("cannot evaluate {}", args.model.display()))?;

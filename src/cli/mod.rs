@@ -69,6 +69,18 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Loads a recipe and prints its warnings (legal but probably wrong) to stderr.
+fn load_recipe(
+    path: &std::path::Path,
+    overrides: &[shears::recipe::Override],
+) -> Result<shears::recipe::Recipe, shears::recipe::RecipeError> {
+    let recipe = shears::recipe::Recipe::load(path, overrides)?;
+    for w in &recipe.warnings {
+        eprintln!("warning: {}:{w}", path.display());
+    }
+    Ok(recipe)
+}
+
 fn init_logging() -> anyhow::Result<()> {
     let level = match std::env::var("SHEARS_LOG") {
         Ok(v) => v.parse::<log::LevelFilter>().map_err(|_| {
@@ -123,12 +135,4 @@ fn render(err: &anyhow::Error) -> String {
         out.push_str(&msg);
     }
     out
-}
-
-/// The error every not-yet-implemented subcommand returns: it says so plainly and
-/// exits non-zero, so that no script mistakes it for a result.
-pub(crate) fn not_implemented(what: &str, issue: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "`shears {what}` is not implemented yet (planned in the {issue} work); nothing was done"
-    )
 }

@@ -6,8 +6,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use shears::device::DeviceKind;
 use shears::obs::ObsStructure;
+use shears::recipe::Override;
 use shears::recipe::modifiers::NmPattern;
-use shears::recipe::{Override, Recipe};
 use shears::sparsity::mask::{MaskKind, Scope};
 use shears::train::engine::fmt_metrics;
 use shears::train::obs_prune::ObsConfig;
@@ -143,7 +143,7 @@ fn parse_nm(s: &str) -> Result<NmPattern, String> {
 
 /// Runs `shears prune`.
 pub fn execute(args: PruneArgs) -> anyhow::Result<()> {
-    let recipe = Recipe::load(&args.recipe, &args.overrides)?;
+    let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
     if args.sparsities.is_empty() && args.nm.is_empty() {
         bail!("--sparsities or --nm: say at which levels to prune (e.g. --sparsities 0.5,0.7,0.9)");
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use shears::device::DeviceKind;
-use shears::recipe::{Override, Recipe};
+use shears::recipe::Override;
 use shears::run_dir::RunDir;
 use shears::train::engine::{EngineOptions, RunEnd, fmt_metrics, run};
 use shears::train::progress::format_duration;
@@ -45,7 +45,7 @@ pub struct RunArgs {
 
 /// Runs `shears run`.
 pub fn execute(args: RunArgs) -> anyhow::Result<()> {
-    let recipe = Recipe::load(&args.recipe, &args.overrides)?;
+    let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
     let device = args.device.or(recipe.device).unwrap_or_default();
     device
         .device()

@@ -8,10 +8,13 @@ use shears::sparsity::report::SparsityReport;
 
 /// Print the fraction of zeros per tensor and overall.
 ///
+/// Reads dense safetensors files and compressed-tensors `sparse-bitmask` ones (`shears
+/// export --format compressed`) alike.
+///
 /// Example: `shears sparsity runs/quickstart/model/model.safetensors --json`
 #[derive(Debug, Args)]
 pub struct SparsityArgs {
-    /// A `.safetensors` file.
+    /// A `.safetensors` file, or a model directory holding `model.safetensors`.
     pub file: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -20,7 +23,12 @@ pub struct SparsityArgs {
 
 /// Runs `shears sparsity`.
 pub fn execute(args: SparsityArgs) -> anyhow::Result<()> {
-    let report = SparsityReport::from_safetensors(&args.file)
+    let file = if args.file.is_dir() {
+        args.file.join(shears::export::WEIGHTS_FILE)
+    } else {
+        args.file.clone()
+    };
+    let report = SparsityReport::from_safetensors(&file)
         .with_context(|| format!("cannot report the sparsity of {}", args.file.display()))?;
     if args.json {
         println!("{}", report.to_json());

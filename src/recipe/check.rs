@@ -196,6 +196,83 @@ fn rows(plan: &Plan, spe: Option<u64>) -> (Vec<ScheduleRow>, Vec<ScheduleRow>) {
     (sparsity, lr)
 }
 
+/// `step` as epochs, to four decimals without trailing zeros.
+fn epochs(step: u64, spe: u64) -> String {
+    let e = format!("{:.4}", step as f64 / spe.max(1) as f64);
+    e.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Schedules that are legal but almost surely wrong: a `self` teacher distilling from
+/// step 0 (it is the untrained student), pruning that would end after training, and steps
+/// that no LR modifier covers.
+fn plan_warnings(recipe: &Recipe, p: &Plan) -> Vec<String> {
+    use super::sections::TeacherSpec;
+    let spe = p.steps_per_epoch;
+    let mut out = Vec::new();
+    let self_teacher = recipe
+        .model
+        .as_ref()
+        .and_then(|m| m.teacher.as_ref())
+        .is_some_and(|t| *t == TeacherSpec::SelfSnapshot);
+    if let Some(d) = &p.distill
+        && self_teacher
+        && d.start_step == 0
+    {
+        let labels = if d.hardness >= 1.0 {
+            " and with hardness 1 the labels are never used"
+        } else {
+            ""
+        };
+        out.push(format!(
+            "!DistillationModifier: `teacher: self` is a snapshot of the student when distillation starts; it starts at step 0, so the teacher is the untrained student{labels}: start distillation after the dense phase (start_epoch > 0) or give a trained teacher"
+        ));
+    }
+    for pr in &p.pruning {
+        let s = &pr.schedule;
+        if s.end_step > p.total_steps {
+            out.push(format!(
+                "{}: its pruning window ends at epoch {} but training ends at epoch {}: the last updates (up to {:.1} % sparsity) never happen",
+                pr.label,
+                epochs(s.end_step, spe),
+                epochs(p.total_steps, spe),
+                s.final_sparsity * 100.0
+            ));
+        }
+    }
+    if let Some(lr) = &p.lr
+        && !lr.segments.is_empty()
+    {
+        let mut covered: Vec<(u64, u64)> = lr
+            .segments
+            .iter()
+            .map(|g| (g.start_step, g.end_step.min(p.total_steps)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        covered.sort();
+        let mut at = 0u64;
+        let mut gaps = Vec::new();
+        for (a, b) in covered {
+            if a > at {
+                gaps.push((at, a));
+            }
+            at = at.max(b);
+        }
+        if at < p.total_steps {
+            gaps.push((at, p.total_steps));
+        }
+        for (a, b) in gaps {
+            out.push(format!(
+                "learning rate: no LR modifier covers epochs {}–{} (of {}): the LR is held at {:.3e} there; extend an LR modifier or add one",
+                epochs(a, spe),
+                epochs(b, spe),
+                epochs(p.total_steps, spe),
+                lr.lr_at(a)
+            ));
+        }
+    }
+    out
+}
+
 /// Checks a recipe against its model (if on disk) and tabulates its schedules; with
 /// `steps_per_epoch`, the tables show optimizer steps too.
 pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
@@ -207,7 +284,11 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
         lr: Vec::new(),
         plan_error: None,
         cram: None,
-        warnings: Vec::new(),
+        warnings: recipe
+            .warnings
+            .iter()
+            .map(|w| format!("{}:{w}", recipe.path.display()))
+            .collect(),
     };
     let params = match model_params(recipe) {
         Ok((file, params)) => {
@@ -227,6 +308,7 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
                 .cram
                 .as_ref()
                 .map(|c| describe_cram(c, steps_per_epoch, plan_spe));
+            report.warnings.extend(plan_warnings(recipe, &p));
         }
         Err(PlanError::NoLength) if recipe.modifiers.is_empty() => {}
         Err(e) => report.plan_error = Some(e.to_string()),
@@ -251,9 +333,15 @@ pub fn check(recipe: &Recipe, steps_per_epoch: Option<u64>) -> CheckReport {
         };
         let selection = selector.select(params);
         for p in &selection.unmatched_patterns {
+            let closest: Vec<String> =
+                crate::suggest::closest_names(p, params.iter().map(|i| i.name.as_str()), 3)
+                    .into_iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect();
             report.warnings.push(format!(
-                "{}: the pattern `{p}` matches no parameter of the model",
-                m.label()
+                "{}: the pattern `{p}` matches no parameter of the model; the closest names are {}",
+                m.label(),
+                closest.join(", ")
             ));
         }
         if m.modifier.as_pruning().is_some() {

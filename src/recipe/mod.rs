@@ -16,13 +16,14 @@
 pub mod check;
 pub mod de;
 pub mod expr;
+pub mod hygiene;
 pub mod modifiers;
 pub mod plan;
 pub mod sections;
 mod validate;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -161,6 +162,9 @@ pub struct Recipe {
     pub output: Option<OutputSection>,
     /// Every modifier, in file order.
     pub modifiers: Vec<ModifierEntry>,
+    /// What is legal but probably a mistake (variables nothing reads); `recipe check`
+    /// and `run` print these.
+    pub warnings: Vec<hygiene::RecipeWarning>,
     resolved: Node,
 }
 
@@ -225,7 +229,7 @@ impl Recipe {
         for o in overrides {
             apply_override(&mut root, o)?;
         }
-        resolve_evals(&mut root, path)?;
+        let used = resolve_evals(&mut root, path)?;
 
         let name = path
             .file_stem()
@@ -242,6 +246,7 @@ impl Recipe {
             device: None,
             output: None,
             modifiers: Vec::new(),
+            warnings: Vec::new(),
             resolved: root.clone(),
         };
         let typed = |node: &Node, key: &str| -> Result<_, RecipeError> {
@@ -266,7 +271,13 @@ impl Recipe {
             };
             match key.as_str() {
                 "model" => recipe.model = Some(de::from_node(&node).map_err(de_err)?),
-                "data" => recipe.data = Some(de::from_node(&node).map_err(de_err)?),
+                "data" => {
+                    let d: DataSection = de::from_node(&node).map_err(de_err)?;
+                    check_data(&d, &node).map_err(|(mark, field, message)| {
+                        invalid(&mark, &format!("data.{field}"), message)
+                    })?;
+                    recipe.data = Some(d);
+                }
                 "training" => recipe.training = Some(de::from_node(&node).map_err(de_err)?),
                 "optimizer" => {
                     let o: OptimizerSection = de::from_node(&node).map_err(de_err)?;
@@ -329,6 +340,24 @@ impl Recipe {
         }
         validate::validate(&recipe)
             .map_err(|(mark, key, message)| invalid(&mark, &key, message))?;
+        let marks: Vec<(&str, &Mark)> = entries
+            .iter()
+            .filter(|(k, _)| {
+                recipe
+                    .variables
+                    .iter()
+                    .any(|(name, _)| Some(name.as_str()) == k.as_str())
+            })
+            .map(|(k, v)| {
+                let mark = if matches!(v.mark, Mark::Override(_)) {
+                    &v.mark
+                } else {
+                    &k.mark
+                };
+                (k.as_str().unwrap_or_default(), mark)
+            })
+            .collect();
+        recipe.warnings = hygiene::unused_variables(marks, &used);
         Ok(recipe)
     }
 
@@ -402,14 +431,40 @@ fn front_matter(text: &str) -> Option<(&str, usize)> {
     None
 }
 
+/// The mark of `field`'s key in the mapping `node` (the mapping's own mark when absent).
+fn mark_of(node: &Node, field: &str) -> Mark {
+    node.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(field)))
+        .map_or_else(|| node.mark.clone(), |(k, _)| k.mark.clone())
+}
+
+/// Checks `data.columns`: at least one name, no name twice.
+fn check_data(d: &DataSection, node: &Node) -> Result<(), (Mark, &'static str, String)> {
+    if let Some(cols) = &d.columns {
+        if cols.is_empty() {
+            return Err((
+                mark_of(node, "columns"),
+                "columns",
+                "`columns` names the columns of a headerless file: give at least one".into(),
+            ));
+        }
+        for (i, c) in cols.iter().enumerate() {
+            if cols[..i].contains(c) {
+                return Err((
+                    mark_of(node, "columns"),
+                    "columns",
+                    format!("column `{c}` is named twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks the fields of `optimizer:` that depend on each other: M-FAC's settings belong
 /// to `name: mfac` only, and must be in range. Returns the offending key's mark.
 fn check_optimizer(o: &OptimizerSection, node: &Node) -> Result<(), (Mark, &'static str, String)> {
-    let mark_of = |field: &str| {
-        node.as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some(field)))
-            .map_or_else(|| node.mark.clone(), |(k, _)| k.mark.clone())
-    };
+    let mark_of = |field: &str| mark_of(node, field);
     if o.name != sections::OptimizerKind::Mfac {
         for (field, set) in [
             ("num_grads", o.num_grads.is_some()),
@@ -558,8 +613,8 @@ fn apply_override(root: &mut Node, o: &Override) -> Result<(), RecipeError> {
 }
 
 /// Evaluates every `eval(...)`: first the variables (in dependency order, cycles are an
-/// error), then every other scalar.
-fn resolve_evals(root: &mut Node, path: &Path) -> Result<(), RecipeError> {
+/// error), then every other scalar. Returns the names that some `eval(...)` reads.
+fn resolve_evals(root: &mut Node, path: &Path) -> Result<BTreeSet<String>, RecipeError> {
     let Value::Map(entries) = &mut root.value else {
         unreachable!("the root is a mapping")
     };
@@ -578,6 +633,7 @@ fn resolve_evals(root: &mut Node, path: &Path) -> Result<(), RecipeError> {
         raw: &raw,
         done: BTreeMap::new(),
         stack: Vec::new(),
+        used: BTreeSet::new(),
     };
     let invalid = |mark: &Mark, key: &str, message: String| RecipeError::Invalid {
         path: path.to_path_buf(),
@@ -604,7 +660,7 @@ fn resolve_evals(root: &mut Node, path: &Path) -> Result<(), RecipeError> {
             resolve_node(v, &key, &mut resolver, &invalid)?;
         }
     }
-    Ok(())
+    Ok(resolver.used)
 }
 
 fn resolve_node(
@@ -616,7 +672,7 @@ fn resolve_node(
     match &mut node.value {
         Value::Scalar { text, .. } => {
             if let Some(body) = expr::eval_body(text) {
-                let n = expr::evaluate(body, &mut |name| resolver.value(name))
+                let n = expr::evaluate(body, &mut |name| resolver.lookup(name))
                     .map_err(|e| invalid(&node.mark, key, e.to_string()))?;
                 node.value = Value::Scalar {
                     text: n.to_string(),
@@ -644,9 +700,17 @@ struct VarResolver<'a> {
     raw: &'a HashMap<String, Node>,
     done: BTreeMap<String, Num>,
     stack: Vec<String>,
+    /// Every name an expression has read.
+    used: BTreeSet<String>,
 }
 
 impl VarResolver<'_> {
+    /// The value of `name` as read by an expression (recorded as used).
+    fn lookup(&mut self, name: &str) -> Result<Option<Num>, ExprError> {
+        self.used.insert(name.to_string());
+        self.value(name)
+    }
+
     fn value(&mut self, name: &str) -> Result<Option<Num>, ExprError> {
         if let Some(n) = self.done.get(name) {
             return Ok(Some(*n));
@@ -671,7 +735,7 @@ impl VarResolver<'_> {
             Some(Typed::Str(s)) if expr::eval_body(s).is_some() => {
                 let body = expr::eval_body(s).expect("checked").to_string();
                 self.stack.push(name.to_string());
-                let r = expr::evaluate(&body, &mut |n| self.value(n));
+                let r = expr::evaluate(&body, &mut |n| self.lookup(n));
                 self.stack.pop();
                 r?
             }

@@ -199,6 +199,11 @@ pub struct DataSection {
     pub label_column: Option<String>,
     /// Column with a stable example id (used by the dev split).
     pub id_column: Option<String>,
+    /// Headerless TSV/CSV files: the names of their columns, in order (`[id, text,
+    /// label]`); every row must have exactly this many fields. Default: the first row is
+    /// the header.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
     /// How labels are derived from a numeric label column: `sign` (negative → 0,
     /// positive → 1, zero dropped) or `as_is`.
     pub label_from: Option<LabelFrom>,

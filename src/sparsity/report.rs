@@ -166,11 +166,21 @@ impl SparsityReport {
 
     /// A report of every floating-point tensor of safetensors `bytes` (`source_name`
     /// names them in errors).
+    /// Files in compressed-tensors' `sparse-bitmask` layout are read back dense first.
     pub fn from_safetensors_bytes(bytes: &[u8], source_name: &str) -> Result<Self, ReportError> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| ReportError::Format {
+        use shears_models::compressed;
+        let format = |message: String| ReportError::Format {
             path: source_name.to_string(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
+        if compressed::is_compressed(st.names().into_iter()) {
+            let dense = compressed::read_all(bytes)
+                .map_err(|e| format(e.to_string()))
+                .and_then(|t| compressed::decompress(t).map_err(|e| format(e.to_string())))
+                .and_then(|t| compressed::write_all(&t, None).map_err(|e| format(e.to_string())))?;
+            return Self::from_safetensors_bytes(&dense, source_name);
+        }
         // Name order: safetensors files do not keep the writer's order.
         let mut entries: Vec<_> = st.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));

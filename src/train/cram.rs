@@ -66,10 +66,11 @@ impl<M: Module> CramStep<M> {
             .select(all)
             .matched;
         if selected.is_empty() {
-            return Err(EngineError::NothingSelected {
-                modifier: plan.label.clone(),
-                patterns: plan.params.join(", "),
-            });
+            return Err(EngineError::nothing_selected(
+                &plan.label,
+                &plan.params,
+                all,
+            ));
         }
         Ok(Self {
             plan,
@@ -246,8 +247,10 @@ mod tests {
 
     /// A ResNet-20 initialised from `seed`.
     fn resnet(seed: u64, device: &Device) -> ResNet {
-        let _rng = crate::train::rng::seeded(device, seed);
-        ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), device)
+        let _rng = crate::rng::seeded(device, seed);
+        let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), device);
+        crate::rng::materialize(&model);
+        model
     }
 
     /// Two equal ResNet-20s that share no state (`clone()` shares the running statistics).

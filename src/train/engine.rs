@@ -172,12 +172,16 @@ pub enum EngineError {
     #[error(transparent)]
     Selection(#[from] SelectionError),
     /// A modifier selects no parameter of the model.
-    #[error("{modifier}: its `params` match no parameter of the model (patterns: {patterns})")]
+    #[error(
+        "{modifier}: its `params` match no parameter of the model (patterns: {patterns}); the model's closest parameter names: {closest}"
+    )]
     NothingSelected {
         /// The modifier.
         modifier: String,
         /// Its patterns.
         patterns: String,
+        /// A few real parameter names closest to the patterns.
+        closest: String,
     },
     /// Masks could not be computed.
     #[error("{modifier}: {source}")]
@@ -249,6 +253,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// An export could not be written.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
@@ -540,6 +547,30 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer> {
     epoch_examples: usize,
 }
 
+impl EngineError {
+    /// [`EngineError::NothingSelected`] for `modifier`'s `patterns` over the model's
+    /// parameters `all`, naming the real parameters closest to the patterns.
+    pub fn nothing_selected(modifier: &str, patterns: &[String], all: &[ParamInfo]) -> Self {
+        let mut closest: Vec<String> = Vec::new();
+        for p in patterns {
+            for n in crate::suggest::closest_names(p, all.iter().map(|i| i.name.as_str()), 3) {
+                if !closest.contains(&n) {
+                    closest.push(n);
+                }
+            }
+        }
+        EngineError::NothingSelected {
+            modifier: modifier.to_string(),
+            patterns: patterns.join(", "),
+            closest: closest
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
 impl<'a, A, T, O> Trainer<'a, A, T, O>
 where
     A: Architecture,
@@ -562,7 +593,7 @@ where
         let plain = opts.device.device()?;
         let ad = plain.clone().autodiff();
         // Fresh weights (a new head, a model trained from scratch) are drawn from the seed.
-        let rng = super::rng::seeded(&plain, training.seed);
+        let rng = crate::rng::seeded(&plain, training.seed);
         let model = arch.load_student(&ad)?;
         drop(rng);
         let teacher = match recipe.model.as_ref().and_then(|m| m.teacher.as_ref()) {

@@ -70,7 +70,7 @@ pub struct BatchGradients<'a, T: Task> {
 impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
     fn grads(&mut self, model: &T::Model) -> Result<StepGrads, EngineError> {
         // Held until the last dropout mask of the call is drawn.
-        let _rng = super::rng::seeded(self.device, self.seed);
+        let _rng = crate::rng::seeded(self.device, self.seed);
         let total: usize = self.micro_batches.iter().map(|b| b.len()).sum();
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut loss_sum = 0.0f64;

@@ -1,12 +1,13 @@
 //! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
 //! ([`task`]), gradient sources ([`grads`]), step rules ([`step`], CrAM in [`cram`], M-FAC in [`mfac`]), masking modifiers and
 //! pruners ([`modifiers`]), the distillation teacher ([`teacher`]), the SparseProp policy
-//! ([`sparse`]), one-shot pruning ([`oneshot`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
-//! a failure cannot corrupt, exclusive seeding of the device RNG ([`rng`]), progress lines and bars, and the run report.
+//! ([`sparse`]), one-shot pruning ([`oneshot`]), exports of runs ([`export`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
+//! a failure cannot corrupt, exclusive seeding of the device RNG ([`crate::rng`]), progress lines and bars, and the run report.
 
 pub mod checkpoint;
 pub mod cram;
 pub mod engine;
+pub mod export;
 pub mod grads;
 pub mod mfac;
 pub mod modifiers;
@@ -16,7 +17,6 @@ pub mod optim;
 pub mod order;
 pub mod progress;
 pub mod report;
-pub mod rng;
 pub mod sparse;
 pub mod step;
 pub mod task;

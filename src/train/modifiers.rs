@@ -208,10 +208,7 @@ fn select(
 ) -> Result<Vec<ParamInfo>, EngineError> {
     let selection = ParamSelector::new(params, ignore)?.select(all);
     if selection.matched.is_empty() {
-        return Err(EngineError::NothingSelected {
-            modifier: label.to_string(),
-            patterns: params.join(", "),
-        });
+        return Err(EngineError::nothing_selected(label, params, all));
     }
     Ok(selection.matched)
 }

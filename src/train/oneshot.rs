@@ -142,10 +142,7 @@ impl TaskVisitor for Prune<'_> {
             .select(&all)
             .matched;
         if selected.is_empty() {
-            return Err(EngineError::NothingSelected {
-                modifier: LABEL.into(),
-                patterns: self.job.params.join(", "),
-            });
+            return Err(EngineError::nothing_selected(LABEL, &self.job.params, &all));
         }
         let mut out = vec![LevelResult {
             target: None,
@@ -347,8 +344,10 @@ mod tests {
         let arch = ResNetFamily::new("resnet20", 10, None).unwrap();
         let task = task();
         let mut model = {
-            let _rng = crate::train::rng::seeded(&device, 9);
-            ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &device)
+            let _rng = crate::rng::seeded(&device, 9);
+            let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &device);
+            crate::rng::materialize(&model);
+            model
         };
         let c = Calibration {
             batches: 5,
@@ -403,8 +402,10 @@ mod tests {
         let ad = Device::flex().autodiff();
         let task = task();
         let model = {
-            let _rng = crate::train::rng::seeded(&ad, 11);
-            ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad)
+            let _rng = crate::rng::seeded(&ad, 11);
+            let model = ResNet::new(&ResNetConfig::parse("resnet20").unwrap(), &ad);
+            crate::rng::materialize(&model);
+            model
         };
         let selected: Vec<_> = list_params(&model, &BurnPaths)
             .into_iter()

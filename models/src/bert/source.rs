@@ -89,9 +89,32 @@ impl ModelSource {
         }
     }
 
+    /// Like [`resolve_with_cache`](Self::resolve_with_cache), downloading from `endpoint`
+    /// (a Hub mirror or a local server speaking the Hub's `resolve` protocol) instead of
+    /// `HF_ENDPOINT` / `https://huggingface.co`.
+    pub fn resolve_from(&self, endpoint: &str, cache_dir: &Path) -> Result<ModelFiles, BertError> {
+        match self {
+            Self::Local(dir) => resolve_dir(dir),
+            Self::Hub { .. } => self.resolve_hub_at(
+                hf_hub::Cache::new(cache_dir.to_path_buf()),
+                endpoint.to_string(),
+            ),
+        }
+    }
+
     fn resolve_hub(&self, cache: hf_hub::Cache) -> Result<ModelFiles, BertError> {
+        let endpoint =
+            std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
+        self.resolve_hub_at(cache, endpoint)
+    }
+
+    fn resolve_hub_at(
+        &self,
+        cache: hf_hub::Cache,
+        endpoint: String,
+    ) -> Result<ModelFiles, BertError> {
         let Self::Hub { repo, revision } = self else {
-            unreachable!("resolve_hub is only called for Hub sources")
+            unreachable!("resolve_hub_at is only called for Hub sources")
         };
         let spec = format!("hf:{repo}@{revision}");
         let hub_err = |file: &str, message: String| BertError::Hub {
@@ -122,14 +145,12 @@ impl ModelSource {
             ));
         }
         // 2. Fail fast when the Hub cannot be reached.
-        let endpoint =
-            std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
         probe_endpoint(&endpoint).map_err(|m| hub_err("config.json", m))?;
 
-        // 3. Download.
+        // 3. Download (a progress bar per file on a terminal).
         let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
             .with_endpoint(endpoint)
-            .with_progress(false)
+            .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .build()
             .map_err(|e| hub_err("(client)", e.to_string()))?;
         let api_repo = api.repo(hub_repo);

@@ -73,9 +73,23 @@ fn generic_config(
             })?,
         },
     };
+    let format = format_of(path)?;
+    let header = match &data.columns {
+        None => Header::FirstRow,
+        Some(_) if matches!(format, TextFormat::JsonLines | TextFormat::JsonArray) => {
+            return Err(config_err(
+                "columns",
+                format!(
+                    "{}: JSON records name their fields; `columns` is for headerless TSV/CSV files",
+                    path.display()
+                ),
+            ));
+        }
+        Some(names) => Header::Names(names.clone()),
+    };
     Ok(TextFileConfig {
-        format: format_of(path)?,
-        header: Header::FirstRow,
+        format,
+        header,
         columns: TextColumns {
             id: data.id_column.clone(),
             text: data
@@ -440,5 +454,53 @@ mod tests {
         b.reverse();
         assert_eq!(a, b);
         assert_eq!(subset(all.clone(), Some(80), "train"), all);
+    }
+
+    fn data_section(yaml: &str) -> DataSection {
+        let root = crate::recipe::yaml::parse(yaml, 0).unwrap().unwrap();
+        crate::recipe::de::from_node(&root).unwrap()
+    }
+
+    /// `data.columns` names the fields of a headerless file; the same rows with a header
+    /// row load to the same examples, and JSON files refuse the key.
+    #[test]
+    fn headerless_files_take_their_column_names_from_the_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = "a1\tgood film\t1\na2\tdull plot\t0\na3\tfine cast\t1\n";
+        let bare = dir.path().join("bare.tsv");
+        std::fs::write(&bare, rows).unwrap();
+        let with_header = dir.path().join("header.tsv");
+        std::fs::write(&with_header, format!("id\ttext\tlabel\n{rows}")).unwrap();
+        let cols =
+            "task: text-classification\ntext_column: text\nlabel_column: label\nid_column: id\n";
+        let named = data_section(&format!("{cols}columns: [id, text, label]\n"));
+        let plain = data_section(cols);
+        let got = load_text(
+            &bare,
+            &generic_config(&named, &bare, false, Some(2)).unwrap(),
+        )
+        .unwrap();
+        let want = load_text(
+            &with_header,
+            &generic_config(&plain, &with_header, false, Some(2)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got.examples.len(), 3);
+        assert_eq!(got.examples, want.examples);
+        assert_eq!(got.examples[1].text, "dull plot");
+        assert_eq!(got.examples[1].label, Label::Class(0));
+        // Without `columns`, the first row is taken for the header: `text` is not in it.
+        assert!(
+            load_text(
+                &bare,
+                &generic_config(&plain, &bare, false, Some(2)).unwrap()
+            )
+            .is_err()
+        );
+        let json = dir.path().join("rows.jsonl");
+        let err = generic_config(&named, &json, false, Some(2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("columns"), "{err}");
     }
 }
