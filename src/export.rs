@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::Dtype;
 use shears_models::compressed::{self, CompressedError, RawTensor};
+
+use crate::run_dir::{RunDirError, write_atomic};
 
 /// The weights file of an exported model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -44,6 +45,9 @@ pub enum ExportError {
         /// What is wrong.
         message: String,
     },
+    /// A file could not be written atomically.
+    #[error(transparent)]
+    Write(#[from] RunDirError),
     /// A tensor could not be compressed.
     #[error("{path}: {source}")]
     Compressed {
@@ -87,49 +91,6 @@ fn input(path: &Path, message: impl Into<String>) -> ExportError {
     }
 }
 
-/// Zeros and elements of a floating-point tensor (`None` for other types).
-fn zeros_of(t: &RawTensor) -> Option<(usize, usize)> {
-    let (size, magnitude): (usize, u64) = match t.dtype {
-        Dtype::F64 => (8, 0x7fff_ffff_ffff_ffff),
-        Dtype::F32 => (4, 0x7fff_ffff),
-        Dtype::F16 | Dtype::BF16 => (2, 0x7fff),
-        _ => return None,
-    };
-    let zeros = t
-        .data
-        .chunks_exact(size)
-        .filter(|c| {
-            let mut w = [0u8; 8];
-            w[..size].copy_from_slice(c);
-            u64::from_le_bytes(w) & magnitude == 0
-        })
-        .count();
-    Some((zeros, t.data.len() / size))
-}
-
-/// Whether each group of 4 consecutive entries along the last axis has at least 2 zeros.
-fn is_two_four(t: &RawTensor) -> bool {
-    let Some(&cols) = t.shape.last() else {
-        return false;
-    };
-    let size = t.data.len() / t.shape.iter().product::<usize>().max(1);
-    if !cols.is_multiple_of(4) || size == 0 {
-        return false;
-    }
-    t.data.chunks_exact(4 * size).all(|group| {
-        group
-            .chunks_exact(size)
-            .filter(|c| c.iter().all(|&b| b == 0) || is_negative_zero(c))
-            .count()
-            >= 2
-    })
-}
-
-fn is_negative_zero(c: &[u8]) -> bool {
-    let (last, rest) = c.split_last().expect("non-empty element");
-    *last == 0x80 && rest.iter().all(|&b| b == 0)
-}
-
 /// Writes the compressed copy of `model` (a model directory or a `.safetensors` file) into
 /// the directory `out`: `model.safetensors` with the sparse weights compressed, and the
 /// directory's other files, `config.json` with the sparsity config added.
@@ -160,7 +121,7 @@ pub fn write_compressed(
     let mut names = Vec::new();
     let mut two_four = true;
     for (name, t) in tensors {
-        let counted = zeros_of(&t);
+        let counted = compressed::zeros(&t);
         if let Some((z, n)) = counted {
             zeros += z;
             numel += n;
@@ -168,7 +129,7 @@ pub fn write_compressed(
         let sparse_enough =
             counted.is_some_and(|(z, n)| n > 0 && z as f64 >= min_sparsity * n as f64 && z > 0);
         if name.ends_with(".weight") && t.shape.len() >= 2 && sparse_enough {
-            two_four &= is_two_four(&t);
+            two_four &= compressed::is_two_four(&t);
             let parts =
                 compressed::compress(&name, &t).map_err(|source| ExportError::Compressed {
                     path: weights.clone(),
@@ -185,7 +146,7 @@ pub fn write_compressed(
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     let data = compressed::write_all(&out_tensors, Some(metadata))
         .map_err(|e| input(&target, format!("cannot serialise: {e}")))?;
-    write_atomically(&target, &data)?;
+    write_atomic(&target, &data)?;
     let structure = if two_four && !names.is_empty() {
         "2:4"
     } else {
@@ -225,7 +186,7 @@ pub fn write_compressed(
         }),
     );
     let cfg_out = out.join(CONFIG_FILE);
-    write_atomically(
+    write_atomic(
         &cfg_out,
         &serde_json::to_vec_pretty(&config).expect("a JSON value serialises"),
     )?;
@@ -251,34 +212,4 @@ pub fn write_compressed(
         dense_bytes: bytes.len() as u64,
         compressed_bytes: data.len() as u64,
     })
-}
-
-/// Writes `path` through a temporary file and a rename, so a failure never leaves half a
-/// file.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), ExportError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f32s(shape: Vec<usize>, v: &[f32]) -> RawTensor {
-        RawTensor::from_f32(shape, v)
-    }
-
-    #[test]
-    fn two_four_is_detected_per_group_of_four() {
-        assert!(is_two_four(&f32s(
-            vec![2, 4],
-            &[1.0, 0.0, -0.0, 2.0, 0.0, 0.0, 0.0, 3.0]
-        )));
-        assert!(!is_two_four(&f32s(
-            vec![2, 4],
-            &[1.0, 0.0, 5.0, 2.0, 0.0, 0.0, 0.0, 3.0]
-        )));
-        assert!(!is_two_four(&f32s(vec![1, 3], &[0.0, 0.0, 1.0])));
-    }
 }

@@ -106,6 +106,35 @@ fn float_layout(dtype: Dtype) -> Option<(usize, u64)> {
     }
 }
 
+/// Zeros and elements of a floating-point tensor (`None` for other element types); `-0.0`
+/// counts as zero, as in [`compress`].
+pub fn zeros(t: &RawTensor) -> Option<(usize, usize)> {
+    let (size, magnitude) = float_layout(t.dtype)?;
+    let z = t
+        .data
+        .chunks_exact(size)
+        .filter(|c| word(c) & magnitude == 0)
+        .count();
+    Some((z, t.data.len() / size))
+}
+
+/// Whether every group of 4 consecutive entries along the last axis of a floating-point
+/// tensor holds at least 2 zeros (the `2:4` structure).
+pub fn is_two_four(t: &RawTensor) -> bool {
+    let (Some((size, magnitude)), Some(&cols)) = (float_layout(t.dtype), t.shape.last()) else {
+        return false;
+    };
+    cols > 0
+        && cols.is_multiple_of(4)
+        && t.data.chunks_exact(4 * size).all(|group| {
+            group
+                .chunks_exact(size)
+                .filter(|c| word(c) & magnitude == 0)
+                .count()
+                >= 2
+        })
+}
+
 fn word(bytes: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w[..bytes.len()].copy_from_slice(bytes);
@@ -228,7 +257,10 @@ pub fn decompress(
         let Some(&cols) = shape.last() else {
             return Err(corrupt(&prefix, "empty shape".into()));
         };
-        let numel: usize = shape.iter().product();
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| corrupt(&prefix, format!("shape {shape:?} overflows")))?;
         let rows = numel / cols.max(1);
         let packed = cols.div_ceil(8);
         if bitmask.dtype != Dtype::U8 || bitmask.data.len() != rows * packed {
@@ -378,12 +410,40 @@ mod tests {
     }
 
     #[test]
+    fn two_four_is_detected_per_group_of_four() {
+        assert!(is_two_four(&f32s(
+            vec![2, 4],
+            &[1.0, 0.0, -0.0, 2.0, 0.0, 0.0, 0.0, 3.0]
+        )));
+        assert!(!is_two_four(&f32s(
+            vec![2, 4],
+            &[1.0, 0.0, 5.0, 2.0, 0.0, 0.0, 0.0, 3.0]
+        )));
+        assert!(!is_two_four(&f32s(vec![1, 3], &[0.0, 0.0, 1.0])));
+        assert_eq!(
+            zeros(&f32s(
+                vec![2, 4],
+                &[1.0, 0.0, -0.0, 2.0, 0.0, 0.0, 0.0, 3.0]
+            )),
+            Some((5, 8))
+        );
+    }
+
+    #[test]
     fn broken_groups_are_errors_naming_the_tensor() {
         let parts = compress("b.weight", &f32s(vec![2, 2], &[1.0, 0.0, 0.0, 2.0])).unwrap();
         let mut m: BTreeMap<String, RawTensor> = parts.into_iter().collect();
         m.get_mut("b.compressed").unwrap().data.truncate(4);
         let e = decompress(m).unwrap_err().to_string();
         assert!(e.contains("`b`") && e.contains("fewer values"), "{e}");
+        // A shape whose element count overflows is an error, not an allocation.
+        let mut m: BTreeMap<String, RawTensor> =
+            compress("o.weight", &f32s(vec![2, 2], &[1.0, 0.0, 0.0, 2.0]))
+                .unwrap()
+                .into_iter()
+                .collect();
+        *m.get_mut("o.shape").unwrap() = RawTensor::i64s(vec![2], [i64::MAX, 4]);
+        assert!(decompress(m).unwrap_err().to_string().contains("overflows"));
         let ints = RawTensor::i64s(vec![2, 2], [1, 2, 3, 4]);
         assert!(matches!(
             compress("i.weight", &ints),
