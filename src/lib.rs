@@ -15,6 +15,7 @@ pub mod fisher;
 pub mod loss;
 pub mod metrics;
 pub mod obs;
+pub mod plot;
 pub mod recipe;
 pub mod rng;
 pub mod run_dir;

@@ -10,6 +10,7 @@ mod bench;
 mod eval;
 mod export;
 mod infer;
+mod plot;
 mod prune;
 mod recipe;
 mod run;
@@ -44,8 +45,10 @@ pub enum Command {
     /// Prune a trained model once (magnitude, global or uniform, N:M), re-calibrate
     /// BatchNorm, and evaluate each level.
     Prune(prune::PruneArgs),
-    /// Export a checkpoint to Hugging Face layout.
+    /// Export a run or a model: Hugging Face layout, compressed-tensors or a burn record.
     Export(export::ExportArgs),
+    /// Overlay the curves of runs and one-shot sweeps in one SVG chart.
+    Plot(plot::PlotArgs),
     /// Measure sparse kernels against the dense path on the same device.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -101,18 +104,20 @@ pub fn main() -> ExitCode {
         eprintln!("error: {}", render(&err));
         return ExitCode::FAILURE;
     }
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Run(args) => run::execute(args),
-        Command::Recipe(cmd) => recipe::execute(cmd),
-        Command::Infer(args) => infer::execute(args),
-        Command::Eval(args) => eval::execute(args),
-        Command::Prune(args) => prune::execute(args),
-        Command::Sparsity(args) => sparsity::execute(args),
-        Command::Export(args) => export::execute(args),
-        Command::Bench(cmd) => bench::execute(cmd),
+        Command::Recipe(cmd) => ok(recipe::execute(cmd)),
+        Command::Infer(args) => ok(infer::execute(args)),
+        Command::Eval(args) => ok(eval::execute(args)),
+        Command::Prune(args) => ok(prune::execute(args)),
+        Command::Sparsity(args) => ok(sparsity::execute(args)),
+        Command::Export(args) => ok(export::execute(args)),
+        Command::Plot(args) => ok(plot::execute(args)),
+        Command::Bench(cmd) => ok(bench::execute(cmd)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", render(&err));
             ExitCode::FAILURE

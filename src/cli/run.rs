@@ -1,6 +1,9 @@
 //! `shears run`: run a recipe end to end.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -43,8 +46,48 @@ pub struct RunArgs {
     pub stop_after: Option<u64>,
 }
 
+/// The exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+/// Ctrl-C (SIGINT) and SIGTERM: the first sets the returned flag, which the engine reads at
+/// every step boundary (it then writes a checkpoint and stops); a second one exits at once.
+#[cfg(unix)]
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(INTERRUPTED),
+            Arc::clone(&flag),
+        )
+        .context("installing the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("installing the Ctrl-C handler")?;
+    }
+    // Say at once that the signal was seen (the step in flight still has to end).
+    let seen = Arc::clone(&flag);
+    std::thread::spawn(move || {
+        while !seen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!(
+            "interrupt: stopping after this step with a checkpoint (press Ctrl-C again to quit now)"
+        );
+    });
+    Ok(flag)
+}
+
+/// Elsewhere Ctrl-C keeps its default (the run stops; `--resume` restarts from the latest
+/// periodic checkpoint).
+#[cfg(not(unix))]
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    Ok(Arc::new(AtomicBool::new(false)))
+}
+
 /// Runs `shears run`.
-pub fn execute(args: RunArgs) -> anyhow::Result<()> {
+pub fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
     let device = args.device.or(recipe.device).unwrap_or_default();
     device
@@ -71,18 +114,33 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
         resume: args.resume,
         base_dir: PathBuf::from("."),
         stop_after: args.stop_after,
+        interrupt: Some(interrupt_flag()?),
     };
     let out = match run(&recipe, &opts)
         .with_context(|| format!("run of {} failed", args.recipe.display()))?
     {
         RunEnd::Finished(out) => out,
-        RunEnd::Stopped { step, total } => {
+        RunEnd::Stopped {
+            step,
+            total,
+            interrupted,
+            ..
+        } => {
             println!(
-                "stopped at step {step}/{total}; continue with: shears run {} --out {} --resume",
+                "{} at step {step}/{total}, checkpoint saved; continue with: shears run {} --out {} --resume",
+                if interrupted {
+                    "interrupted"
+                } else {
+                    "stopped"
+                },
                 args.recipe.display(),
                 dir.path.display()
             );
-            return Ok(());
+            return Ok(if interrupted {
+                ExitCode::from(INTERRUPTED)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
     };
     let main = &out.main_metric;
@@ -124,5 +182,5 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     if let Some(m) = &out.model_dir {
         println!("model: {}", m.display());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

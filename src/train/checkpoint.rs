@@ -32,6 +32,12 @@ pub struct TrainState {
     /// Wall-clock seconds spent by the run up to this checkpoint (all sessions).
     #[serde(default)]
     pub wall_seconds: f64,
+    /// Sum of the training losses since the last evaluation (for its mean).
+    #[serde(default)]
+    pub loss_sum: f64,
+    /// Steps in [`TrainState::loss_sum`].
+    #[serde(default)]
+    pub loss_count: u64,
 }
 
 impl TrainState {
@@ -287,6 +293,8 @@ mod tests {
             sparsity_targets: vec![("p[0]".into(), 0.5)],
             recipe_sha256: "abc".into(),
             wall_seconds: 1.5,
+            loss_sum: 0.0,
+            loss_count: 0,
         }
     }
 

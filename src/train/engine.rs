@@ -34,6 +34,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -46,6 +48,7 @@ use shears_models::bert::{BertForQuestionAnswering, BertForSequenceClassificatio
 use super::TrainError;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
 use super::cram::CramStep;
+use super::curves::{CURVES_FILE, HISTORY_FILE, RunCurves, RunSchedule, SCHEDULE_FILE, run_panels};
 use super::grads::GradientSource;
 use super::grads::{BatchGradients, Distilling, TaskSampler};
 use super::mfac::{MfacConfig, MfacStep};
@@ -67,6 +70,7 @@ use crate::arch::bert::{BertFamily, model_files};
 use crate::arch::{ArchError, Architecture};
 use crate::data::batch::length_bucketed_order;
 use crate::device::{DeviceKind, DeviceUnavailable};
+use crate::plot::write_svg;
 use crate::recipe::Recipe;
 use crate::recipe::plan::{Plan, PlanError, plan};
 use crate::recipe::sections::OptimizerKind;
@@ -95,6 +99,19 @@ pub struct EngineOptions {
     /// Stop after this many steps of this session, with a checkpoint, as a time-boxed
     /// session does; `--resume` continues it.
     pub stop_after: Option<u64>,
+    /// Set from outside (the CLI's Ctrl-C/SIGTERM handler) to stop at the next step
+    /// boundary with a checkpoint; the run then ends [`RunEnd::Stopped`] with
+    /// `interrupted: true`.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// Why a session stops before the end of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// [`EngineOptions::stop_after`] steps were taken.
+    StopAfter,
+    /// [`EngineOptions::interrupt`] was set.
+    Interrupted,
 }
 
 /// How [`run`] ended.
@@ -102,12 +119,18 @@ pub struct EngineOptions {
 pub enum RunEnd {
     /// The recipe ran to its end.
     Finished(Box<RunOutcome>),
-    /// [`EngineOptions::stop_after`] stopped it; the checkpoint of `step` is saved.
+    /// [`EngineOptions::stop_after`] or [`EngineOptions::interrupt`] stopped it; the
+    /// checkpoint of `step` is saved.
     Stopped {
         /// Optimizer steps taken so far.
         step: u64,
         /// Steps of the whole run.
         total: u64,
+        /// Whether [`EngineOptions::interrupt`] stopped it (else `stop_after`).
+        interrupted: bool,
+        /// Mean wall seconds of an optimizer step in this session (its first step, a
+        /// warm-up, left out when there were others; evaluations and checkpoints excluded).
+        step_seconds: f64,
     },
 }
 
@@ -122,6 +145,13 @@ pub struct EvalRecord {
     pub sparsity: f64,
     /// Dev metrics.
     pub metrics: Metrics,
+    /// The learning rate of the step just taken (none before the first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// The mean training loss over the steps since the previous evaluation (none if no
+    /// step was taken since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
 }
 
 /// What a finished run produced.
@@ -219,6 +249,17 @@ pub enum EngineError {
     /// A checkpoint could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint of `step` could not be written (a full or read-only disk): the run
+    /// stops; `kept` says which earlier checkpoint `--resume` continues from.
+    #[error("the checkpoint of step {step} could not be written: {source}; {kept}")]
+    CheckpointWrite {
+        /// The step whose checkpoint failed.
+        step: u64,
+        /// What is left to resume from.
+        kept: String,
+        /// What failed.
+        source: Box<EngineError>,
+    },
     /// A run-directory file could not be written.
     #[error(transparent)]
     RunDir(#[from] RunDirError),
@@ -423,6 +464,47 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
     )
 }
 
+/// How many optimizer steps a recipe's run takes on its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Training examples (after `max_train_examples`).
+    pub train_examples: usize,
+    /// Optimizer steps per epoch (batches over gradient accumulation).
+    pub steps_per_epoch: u64,
+    /// Optimizer steps of the run (the recipe's epochs, capped by `training.max_steps`).
+    pub total_steps: u64,
+}
+
+/// Loads the recipe's training data (not the model's weights) and counts the steps.
+pub fn step_plan(recipe: &Recipe, base: &Path) -> Result<StepPlan, EngineError> {
+    let training = recipe
+        .training
+        .as_ref()
+        .ok_or(EngineError::MissingSection("training"))?;
+    struct Count<'a> {
+        recipe: &'a Recipe,
+        training: &'a crate::recipe::sections::TrainingSection,
+    }
+    impl TaskVisitor for Count<'_> {
+        type Output = StepPlan;
+        fn visit<A: Architecture, T: Task<Model = A::Model>>(
+            self,
+            _arch: A,
+            task: T,
+        ) -> Result<StepPlan, EngineError> {
+            let micro = batches_per_epoch(task.train_len(), self.training.batch_size.max(1));
+            let spe = micro.div_ceil(self.training.gradient_accumulation_steps.max(1)) as u64;
+            let total = plan(self.recipe, spe)?.total_steps;
+            Ok(StepPlan {
+                train_examples: task.train_len(),
+                steps_per_epoch: spe,
+                total_steps: self.training.max_steps.map_or(total, |m| m.min(total)),
+            })
+        }
+    }
+    dispatch(recipe, base, ModelAt::Recipe, Count { recipe, training })
+}
+
 struct Train<'a> {
     recipe: &'a Recipe,
     opts: &'a EngineOptions,
@@ -473,7 +555,6 @@ impl<A: Architecture, T: Task<Model = A::Model>> OptimizerVisitor for StartTrain
 
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIM_FILE: &str = "optimizer.safetensors";
-const HISTORY_FILE: &str = "history.json";
 const TEACHER_DIR: &str = "teacher-self";
 
 /// Appends lines to `train.log`.
@@ -535,6 +616,14 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer> {
     teacher: Teacher<A::Model>,
     store: CheckpointStore,
     history: Vec<EvalRecord>,
+    /// Sum and count of the training losses since the last evaluation (checkpointed, so
+    /// a resumed run reports the same means).
+    loss_sum: f64,
+    loss_count: u64,
+    /// Wall seconds and count of this session's optimizer steps after its first, and the
+    /// first's (a warm-up).
+    step_time: (f64, u64),
+    first_step_seconds: f64,
     step: u64,
     session_start: u64,
     wall_before: f64,
@@ -675,6 +764,10 @@ where
             teacher,
             store: CheckpointStore::new(run_dir, 2),
             history: Vec::new(),
+            loss_sum: 0.0,
+            loss_count: 0,
+            step_time: (0.0, 0),
+            first_step_seconds: 0.0,
             step: 0,
             session_start: 0,
             wall_before: 0.0,
@@ -746,6 +839,8 @@ where
         }
         self.step = state.step;
         self.wall_before = state.wall_seconds;
+        self.loss_sum = state.loss_sum;
+        self.loss_count = state.loss_count;
         model = self.switch_sparse(model, state.step);
         eprintln!(
             "resuming {} at step {}/{} (epoch {:.2})",
@@ -768,12 +863,15 @@ where
             epoch: t as f64 / self.spe as f64,
             sparsity: self.optim.masks().sparsity(),
             metrics,
+            lr: (t > 0).then(|| self.lr.lr_at(t - 1)),
+            train_loss: (self.loss_count > 0).then(|| self.loss_sum / self.loss_count as f64),
         })
     }
 
     /// The phases of the loop, from the current step to the end.
     fn train(mut self, mut model: A::Model) -> Result<RunEnd, EngineError> {
         self.session_start = self.step;
+        self.write_schedule()?;
         self.started = Instant::now();
         self.epoch_started = self.started;
         if self.step == 0 && self.modifiers.first_prune() == Some(0) && self.end > 0 {
@@ -798,15 +896,28 @@ where
                 model = self.recalibrate(model, self.end);
             }
             self.evaluate_if_due(&model)?;
-            if self.checkpoint_if_due(&model)? {
+            if let Some(stop) = self.checkpoint_if_due(&model)? {
                 self.finish_phase();
+                let interrupted = stop == Stop::Interrupted;
                 self.log.line(&format!(
-                    "step {}: stopped (--stop-after); resume with --resume",
-                    self.step
+                    "step {}: stopped ({}), checkpoint saved; resume with --resume",
+                    self.step,
+                    if interrupted {
+                        "interrupted"
+                    } else {
+                        "--stop-after"
+                    }
                 ));
+                let (sum, n) = self.step_time;
                 return Ok(RunEnd::Stopped {
                     step: self.step,
                     total: self.end,
+                    interrupted,
+                    step_seconds: if n > 0 {
+                        sum / n as f64
+                    } else {
+                        self.first_step_seconds
+                    },
                 });
             }
         }
@@ -950,6 +1061,7 @@ where
 
     /// Phase 3: one optimizer step at the plan's LR, through the step rule.
     fn train_step(&mut self, model: A::Model, t: u64) -> Result<A::Model, EngineError> {
+        let timer = Instant::now();
         let lr = self.lr.lr_at(t);
         self.enter_phase(t)?;
         let micro = self.micro_batch_indices(t);
@@ -980,7 +1092,16 @@ where
             &mut self.optim,
             lr,
         )?;
+        let secs = timer.elapsed().as_secs_f64();
+        if self.step == self.session_start {
+            self.first_step_seconds = secs;
+        } else {
+            self.step_time.0 += secs;
+            self.step_time.1 += 1;
+        }
         self.step += 1;
+        self.loss_sum += outcome.loss;
+        self.loss_count += 1;
         self.phase.examples += outcome.examples;
         self.epoch_examples += outcome.examples;
         let secs = self.phase.started.elapsed().as_secs_f64().max(1e-9);
@@ -1045,29 +1166,78 @@ where
             fmt_metrics(&rec.metrics)
         ));
         self.history.push(rec);
+        (self.loss_sum, self.loss_count) = (0.0, 0);
         write_atomic(
             &self.opts.run_dir.join(HISTORY_FILE),
             &serde_json::to_vec_pretty(&self.history).expect("history serialises"),
         )?;
+        self.write_curves();
         Ok(())
     }
 
+    /// `schedule.json`: the step plan `shears plot` marks pruning steps from.
+    fn write_schedule(&self) -> Result<(), EngineError> {
+        let schedule = RunSchedule {
+            steps_per_epoch: self.spe,
+            total_steps: self.end,
+            pruning_steps: self.modifiers.pruning_steps(self.end),
+        };
+        write_atomic(
+            &self.opts.run_dir.join(SCHEDULE_FILE),
+            &serde_json::to_vec_pretty(&schedule).expect("schedule serialises"),
+        )?;
+        Ok(())
+    }
+
+    /// `curves.svg` from the history so far. A chart that cannot be drawn is logged, not
+    /// fatal: training goes on.
+    fn write_curves(&mut self) {
+        let run = RunCurves {
+            label: self
+                .opts
+                .run_dir
+                .file_name()
+                .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned()),
+            history: self.history.clone(),
+            pruning_steps: self.modifiers.pruning_steps(self.end),
+        };
+        let panels = run_panels(&[run], self.task.main_metric());
+        if let Err(e) = write_svg(&self.opts.run_dir.join(CURVES_FILE), &panels) {
+            self.log_eval(format!("warning: {CURVES_FILE} not written: {e}"));
+        }
+    }
+
     /// Phase 5: a checkpoint every `checkpoint_every_steps`, at the end, and where
-    /// `--stop-after` ends the session (then returns `true`).
-    fn checkpoint_if_due(&mut self, model: &A::Model) -> Result<bool, EngineError> {
+    /// `--stop-after` or an interrupt ends the session (then returns why).
+    fn checkpoint_if_due(&mut self, model: &A::Model) -> Result<Option<Stop>, EngineError> {
         let step = self.step;
         let at_end = step == self.end;
-        let stopping = self
-            .opts
-            .stop_after
-            .is_some_and(|k| step == self.session_start + k && !at_end);
+        let interrupted = !at_end
+            && self
+                .opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let stop = if interrupted {
+            Some(Stop::Interrupted)
+        } else if !at_end
+            && self
+                .opts
+                .stop_after
+                .is_some_and(|k| step == self.session_start + k)
+        {
+            Some(Stop::StopAfter)
+        } else {
+            None
+        };
+        let stopping = stop.is_some();
         let every = self
             .training
             .checkpoint_every_steps
             .unwrap_or(self.spe)
             .max(1);
         if !(step.is_multiple_of(every) || at_end || stopping) {
-            return Ok(false);
+            return Ok(None);
         }
         let state = TrainState {
             step,
@@ -1077,8 +1247,32 @@ where
             sparsity_targets: self.modifiers.targets_at(step),
             recipe_sha256: self.digest.clone(),
             wall_seconds: self.wall(),
+            loss_sum: self.loss_sum,
+            loss_count: self.loss_count,
         };
-        let pending = self.store.begin(step)?;
+        self.write_checkpoint(model, &state)
+            .map_err(|source| EngineError::CheckpointWrite {
+                step,
+                kept: match self.store.latest() {
+                    Ok(Some((dir, _))) => format!(
+                        "the latest complete checkpoint ({}) is intact and --resume continues from it",
+                        dir.display()
+                    ),
+                    _ => "there is no earlier complete checkpoint".to_string(),
+                },
+                source: Box::new(source),
+            })?;
+        Ok(stop)
+    }
+
+    /// Writes every file of the checkpoint of `state.step` under a `.partial` name and
+    /// publishes it; a failure leaves the previous checkpoint as `latest`.
+    fn write_checkpoint(
+        &mut self,
+        model: &A::Model,
+        state: &TrainState,
+    ) -> Result<(), EngineError> {
+        let pending = self.store.begin(state.step)?;
         self.arch
             .save_weights(model, &pending.dir.join(MODEL_FILE))?;
         self.optim.save_state(&pending.dir.join(OPTIM_FILE))?;
@@ -1094,8 +1288,8 @@ where
             &pending.dir.join(HISTORY_FILE),
             &serde_json::to_vec_pretty(&self.history).expect("history serialises"),
         )?;
-        self.store.commit(pending, &state)?;
-        Ok(stopping)
+        self.store.commit(pending, state)?;
+        Ok(())
     }
 
     /// The end: the final evaluation, the export, the sparsity report and `report.json`.

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod cram;
+pub mod curves;
 pub mod engine;
 pub mod export;
 pub mod grads;

@@ -335,6 +335,17 @@ impl<M: Module> Modifiers<M> {
         self.pruning.iter().map(|p| p.plan.schedule.end_step).max()
     }
 
+    /// The steps before `end` at which some pruning modifier recomputes its masks.
+    pub fn pruning_steps(&self, end: u64) -> Vec<u64> {
+        (0..end)
+            .filter(|&t| {
+                self.pruning
+                    .iter()
+                    .any(|p| p.plan.schedule.is_update_step(t) && p.plan.schedule.is_enforced(t))
+            })
+            .collect()
+    }
+
     /// Each pruning modifier's target at `step`, by label.
     pub fn targets_at(&self, step: u64) -> Vec<(String, f64)> {
         self.pruning

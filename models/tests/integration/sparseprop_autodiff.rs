@@ -2,9 +2,7 @@
 //! autodiff on the masked weight, on Flex and NdArray: forward, dX, the value gradients
 //! (= dense dW at the non-zeros) and db; plus the layers, conversions and auto-selection.
 
-#![allow(deprecated)] // Device::ndarray is deprecated in burn 0.22 but supported.
-
-mod sparseprop_common;
+use crate::sparseprop_common;
 
 use std::sync::Arc;
 

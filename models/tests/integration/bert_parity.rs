@@ -1,7 +1,7 @@
 //! Parity of the BERT backbone with PyTorch/transformers on the real all-MiniLM-L6-v2
 //! checkpoint (reference: `tests/fixtures/gen_bert_reference.py`).
 
-mod bert_common;
+use crate::bert_common;
 
 use bert_common::*;
 use burn::tensor::{Device, Tensor};

@@ -1,7 +1,7 @@
 //! Model sources: local directories and `hf:org/name[@rev]` through hf-hub, which must fail
 //! fast and clearly when the Hub is unreachable.
 
-mod bert_common;
+use crate::bert_common;
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let text = include_str!("fixtures/distill/kd_reference.json");
+    let text = include_str!("../fixtures/distill/kd_reference.json");
     #[derive(serde::Deserialize)]
     struct File {
         cases: Vec<Case>,

@@ -7,7 +7,7 @@
 //! This stands in for the full BERT check until the `bert` module is merged: the encoder
 //! arithmetic here is the same as BERT's, only the linear layers differ between the runs.
 
-mod sparseprop_common;
+use crate::sparseprop_common;
 
 use std::sync::Arc;
 

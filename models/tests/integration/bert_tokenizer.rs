@@ -2,7 +2,7 @@
 //! (`tests/fixtures/gen_bert_reference.py`: pure-Python `BertTokenizerLegacy` for the cases,
 //! the fast tokenizer for SQuAD-style windows).
 
-mod bert_common;
+use crate::bert_common;
 
 use bert_common::*;
 use burn::tensor::Device;

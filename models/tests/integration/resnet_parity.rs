@@ -3,9 +3,7 @@
 //! with deterministic weights, train-mode and recalibration batch norm, and a `torch.save`
 //! state dict.
 
-#![allow(deprecated)] // Device::ndarray is deprecated in burn 0.22 but supported.
-
-mod resnet_common;
+use crate::resnet_common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use resnet_common::*;

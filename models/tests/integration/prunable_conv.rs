@@ -1,9 +1,7 @@
 //! [`PrunableConv2d`]: its SparseProp path (forward, dX and dW through autodiff) equals the
 //! dense conv of the masked weight, on Flex and NdArray, incl. stride 2 and padding 1.
 
-#![allow(deprecated)] // Device::ndarray is deprecated in burn 0.22 but supported.
-
-mod sparseprop_common;
+use crate::sparseprop_common;
 
 use burn::module::Param;
 use burn::tensor::module::conv2d;

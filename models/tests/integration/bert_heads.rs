@@ -2,7 +2,7 @@
 //! heads, legacy names) and HF export round trips, on tiny random models whose reference
 //! logits come from transformers (`tests/fixtures/gen_bert_reference.py`).
 
-mod bert_common;
+use crate::bert_common;
 
 use std::collections::BTreeMap;
 

@@ -153,3 +153,49 @@ fn suspicious_schedules_are_warnings() {
     let report = check(&r, Some(10));
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
+
+/// `recipe check` counts the optimizer steps from the data (what a real run then takes)
+/// and `--estimate` times a few real steps; `--no-data` skips both.
+#[test]
+fn check_counts_the_steps_of_the_real_run_and_estimates_its_time() {
+    use crate::train_engine::{finished, start, tiny_recipe};
+    let tmp = tempfile::tempdir().unwrap();
+    let (recipe, _model, path) = tiny_recipe(tmp.path());
+    let run = finished(start(&recipe, &tmp.path().join("run"), false, None));
+    let first = &run.history[0];
+    let spe = (first.step as f64 / first.epoch).round() as u64;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check", "--quiet", "--estimate", "3"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "optimizer steps per epoch, {} in all",
+            run.report.steps
+        )) && stdout.contains(&format!(" {spe} optimizer steps per epoch")),
+        "{stdout}"
+    );
+    let per_step: f64 = stdout
+        .split("estimate: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate: {stdout}"));
+    assert!(per_step > 0.0 && per_step < 60.0, "{per_step}");
+    assert!(stdout.contains(&format!("-> {} steps take about", run.report.steps)));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["recipe", "check", "--quiet", "--no-data"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !stdout.contains("steps:"),
+        "{stdout}"
+    );
+}

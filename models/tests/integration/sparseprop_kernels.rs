@@ -2,7 +2,7 @@
 //! random shapes, odd batch sizes, empty rows/columns/channels, 0 % and 100 % sparsity,
 //! strides 1/2, paddings, kernels 1/3/7, for every instruction set this CPU supports.
 
-mod sparseprop_common;
+use crate::sparseprop_common;
 
 use shears_models::sparseprop::simd::Isa;
 use shears_models::sparseprop::{Conv2dGeometry, SparsePattern, conv, linear};

@@ -1,7 +1,7 @@
 //! ResNet architecture names, state-dict names, strict loading errors, export round trip,
 //! fresh classifiers and the prunable-layer hooks.
 
-mod resnet_common;
+use crate::resnet_common;
 
 use std::collections::BTreeMap;
 

@@ -54,7 +54,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    serde_json::from_str(include_str!("fixtures/optim/weight_decay.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/optim/weight_decay.json")).unwrap()
 }
 
 fn device() -> Device {

@@ -16,12 +16,12 @@ use shears::sparsity::report::SparsityReport;
 use shears::train::engine::{EngineOptions, RunEnd, RunOutcome, evaluate_model, run};
 use shears_models::bert::{BertConfig, BertForSequenceClassification, save_pretrained};
 
-fn minilm_dir() -> PathBuf {
+pub(crate) fn minilm_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/all-MiniLM-L6-v2")
 }
 
 /// A random 2-layer BERT classifier with MiniLM's tokenizer files.
-fn tiny_model(dir: &Path) {
+pub(crate) fn tiny_model(dir: &Path) {
     let config = BertConfig::new(30522, 32, 2, 2, 64).with_num_labels(2);
     let device = Device::flex();
     // Seeded under the engine's RNG lock: other tests of this binary train concurrently.
@@ -39,7 +39,7 @@ fn tiny_model(dir: &Path) {
 }
 
 /// 120 short sentences whose label is whether a positive word occurs.
-fn data_file(path: &Path) {
+pub(crate) fn data_file(path: &Path) {
     let pos = ["good", "great", "fine", "lovely", "superb"];
     let neg = ["bad", "awful", "dull", "poor", "boring"];
     let nouns = ["movie", "film", "story", "cast", "plot", "script"];
@@ -58,7 +58,7 @@ fn data_file(path: &Path) {
     std::fs::write(path, out).unwrap();
 }
 
-fn recipe_text(model: &Path, data: &Path) -> String {
+pub(crate) fn recipe_text(model: &Path, data: &Path) -> String {
     format!(
         r#"
 model:
@@ -117,7 +117,7 @@ distillation_modifiers:
 
 /// The tiny model, the sentences and the standard recipe (GMP + KD) under `dir`: the
 /// recipe, the model directory and the recipe file.
-fn tiny_recipe(dir: &Path) -> (Recipe, PathBuf, PathBuf) {
+pub(crate) fn tiny_recipe(dir: &Path) -> (Recipe, PathBuf, PathBuf) {
     let model = dir.join("tiny");
     tiny_model(&model);
     let data = dir.join("sentences.tsv");
@@ -127,7 +127,7 @@ fn tiny_recipe(dir: &Path) -> (Recipe, PathBuf, PathBuf) {
     (Recipe::load(&path, &[]).unwrap(), model, path)
 }
 
-fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Option<u64>) -> RunEnd {
+pub(crate) fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Option<u64>) -> RunEnd {
     let dir = RunDir::prepare(dir.to_path_buf(), recipe, resume).unwrap();
     run(
         recipe,
@@ -137,26 +137,27 @@ fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Option<u64>) -> 
             resume,
             base_dir: PathBuf::from("."),
             stop_after,
+            interrupt: None,
         },
     )
     .unwrap()
 }
 
-fn finished(end: RunEnd) -> RunOutcome {
+pub(crate) fn finished(end: RunEnd) -> RunOutcome {
     match end {
         RunEnd::Finished(o) => *o,
         RunEnd::Stopped { step, .. } => panic!("stopped at {step}"),
     }
 }
 
-fn bytes(p: &Path) -> Vec<u8> {
+pub(crate) fn bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Whether two safetensors files hold the same tensors (names, dtypes, shapes, bytes) and
 /// the same header metadata; the header's key order is not significant (it comes from a
 /// hash map).
-fn same_safetensors(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_safetensors(a: &Path, b: &Path) -> bool {
     let (ba, bb) = (bytes(a), bytes(b));
     let (ta, tb) = (
         safetensors::SafeTensors::deserialize(&ba).unwrap(),
@@ -306,6 +307,7 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
             resume: true,
             base_dir: PathBuf::from("."),
             stop_after: None,
+            interrupt: None,
         },
     )
     .unwrap_err()
@@ -344,6 +346,7 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp: &Path, recipe_p
             resume: false,
             base_dir: PathBuf::from("."),
             stop_after: None,
+            interrupt: None,
         },
     )
     .unwrap_err();
@@ -511,6 +514,7 @@ training_modifiers:
             resume: false,
             base_dir: PathBuf::from("."),
             stop_after: None,
+            interrupt: None,
         },
     )
     .unwrap_err()

@@ -23,7 +23,7 @@ struct File {
 }
 
 fn cases() -> Vec<Case> {
-    serde_json::from_str::<File>(include_str!("fixtures/loss/label_smoothing.json"))
+    serde_json::from_str::<File>(include_str!("../fixtures/loss/label_smoothing.json"))
         .unwrap()
         .cases
 }
