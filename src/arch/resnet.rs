@@ -268,7 +268,7 @@ pub(crate) fn dispatch_image<V: TaskVisitor>(
     })?;
     let resolve = |p: &str| resolve_path(base, p);
     data.train = data.train.as_deref().map(resolve);
-    data.dev = data.dev.as_deref().map(resolve);
+    data.dev = data.dev.map(|d| d.map_paths(resolve));
     let training = recipe.training.as_ref();
     let splits =
         load_image_splits(&data, training.map_or(42, |t| t.seed)).map_err(TaskError::from)?;

@@ -539,7 +539,7 @@ pub fn load_image_splits(
         }
     };
     let mut train = load_images(Some(format), train_path, ImageSplit::Train)?;
-    let mut dev = match data.dev.as_deref() {
+    let mut dev = match data.dev.as_ref().map(|d| d.main()) {
         Some(dev) => load_images(Some(format), dev, ImageSplit::Test)?,
         None if train_path.is_dir() && format != ImageFormat::ImageFolder => {
             load_images(Some(format), train_path, ImageSplit::Test)?

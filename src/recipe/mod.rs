@@ -440,6 +440,20 @@ fn mark_of(node: &Node, field: &str) -> Mark {
 
 /// Checks `data.columns`: at least one name, no name twice.
 fn check_data(d: &DataSection, node: &Node) -> Result<(), (Mark, &'static str, String)> {
+    if let Some(sections::DevFiles::Named(sets)) = &d.dev
+        && sets.len() > 1
+        && matches!(
+            d.task,
+            sections::TaskKind::Squad { .. } | sections::TaskKind::ImageClassification
+        )
+    {
+        return Err((
+            mark_of(node, "dev"),
+            "dev",
+            "several dev sets are supported for sentence tasks (text-*, glue/*); give one file"
+                .into(),
+        ));
+    }
     if let Some(cols) = &d.columns {
         if cols.is_empty() {
             return Err((

@@ -178,6 +178,98 @@ pub enum HeadKind {
     None,
 }
 
+/// `data.dev`: one dev file, or several by name, in the order written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DevFiles {
+    /// One dev file.
+    One(String),
+    /// Several dev files by name (at least one; the first is the main one).
+    Named(Vec<(String, String)>),
+}
+
+impl DevFiles {
+    /// The main dev file: the only one, or the first named.
+    pub fn main(&self) -> &str {
+        match self {
+            DevFiles::One(p) => p,
+            DevFiles::Named(v) => &v[0].1,
+        }
+    }
+
+    /// The dev files after the main one, with their names.
+    pub fn others(&self) -> &[(String, String)] {
+        match self {
+            DevFiles::One(_) => &[],
+            DevFiles::Named(v) => &v[1..],
+        }
+    }
+
+    /// Applies `f` to every path (e.g. to resolve them against a directory).
+    pub fn map_paths(&self, f: impl Fn(&str) -> String) -> DevFiles {
+        match self {
+            DevFiles::One(p) => DevFiles::One(f(p)),
+            DevFiles::Named(v) => {
+                DevFiles::Named(v.iter().map(|(n, p)| (n.clone(), f(p))).collect())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DevFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DevFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a dev file, or dev files by name ({matched: FILE, mismatched: FILE})")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DevFiles, E> {
+                Ok(DevFiles::One(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DevFiles, A::Error> {
+                let mut out: Vec<(String, String)> = Vec::new();
+                while let Some((name, path)) = map.next_entry::<String, String>()? {
+                    if name.is_empty() || name.contains('/') {
+                        return Err(serde::de::Error::custom(format!(
+                            "dev set name `{name}`: give a non-empty name without `/`"
+                        )));
+                    }
+                    if out.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "dev set `{name}` is named twice"
+                        )));
+                    }
+                    out.push((name, path));
+                }
+                if out.is_empty() {
+                    return Err(serde::de::Error::custom("no dev file named"));
+                }
+                Ok(DevFiles::Named(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for DevFiles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            DevFiles::One(p) => s.serialize_str(p),
+            DevFiles::Named(v) => {
+                let mut m = s.serialize_map(Some(v.len()))?;
+                for (n, p) in v {
+                    m.serialize_entry(n, p)?;
+                }
+                m.end()
+            }
+        }
+    }
+}
+
 /// `data:` — the task and its files.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +280,10 @@ pub struct DataSection {
     /// Training file (TSV/CSV/JSONL/parquet/JSON, by extension) or directory.
     pub train: Option<String>,
     /// Dev file; when absent, a deterministic split of `train` (see `dev_fraction`).
-    pub dev: Option<String>,
+    /// Text tasks also take several, by name (`{matched: …, mismatched: …}`): each is
+    /// evaluated; the first is the main one, the others' metrics are reported as
+    /// `name/metric`.
+    pub dev: Option<DevFiles>,
     /// Fraction of `train` held out as dev when no `dev` file is given (by a hash of the id).
     pub dev_fraction: Option<f64>,
     /// Column with the text (generic text tasks).

@@ -89,6 +89,14 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a valid burn record.
+    #[error("{path}: not a valid burn record (burnpack): {message}")]
+    Burnpack {
+        /// The file.
+        path: String,
+        /// The reader's message.
+        message: String,
+    },
     /// The file is not valid safetensors.
     #[error("{path}: not a valid safetensors file: {message}")]
     Format {
@@ -162,6 +170,53 @@ impl SparsityReport {
             source,
         })?;
         Self::from_safetensors_bytes(&bytes, &name)
+    }
+
+    /// A report of every floating-point tensor of a burn record (`model.bpk`, burn-store's
+    /// Burnpack format, as `shears export --format burn` writes), under the module's own
+    /// parameter paths.
+    pub fn from_burnpack(path: &Path) -> Result<Self, ReportError> {
+        use burn::tensor::DType;
+        let name = path.display().to_string();
+        let format = |e: burn_pack::Error| ReportError::Burnpack {
+            path: name.clone(),
+            message: e.to_string(),
+        };
+        if !path.is_file() {
+            return Err(ReportError::Io {
+                path: name.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let mut tensors = burn_pack::Reader::from_file(path)
+            .and_then(burn_pack::Reader::into_tensors)
+            .map_err(format)?;
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut params = Vec::new();
+        let mut skipped = Vec::new();
+        for t in tensors {
+            let (tname, dtype, shape, _, bytes) = t.into_parts().map_err(format)?;
+            let data: &[u8] = &bytes;
+            let zeros = match dtype {
+                DType::F64 => count_zero_words::<8>(data, 0x7fff_ffff_ffff_ffff),
+                DType::F32 | DType::Flex32 => count_zero_words::<4>(data, 0x7fff_ffff),
+                DType::F16 | DType::BF16 => count_zero_words::<2>(data, 0x7fff),
+                _ => {
+                    skipped.push(tname);
+                    continue;
+                }
+            };
+            let numel: usize = shape.as_slice().iter().product();
+            params.push(ParamSparsity {
+                name: tname,
+                shape: shape.as_slice().to_vec(),
+                numel,
+                zeros,
+                sparsity: ratio(zeros, numel),
+                mask_sparsity: None,
+            });
+        }
+        Ok(Self::from_rows(params, false, None, skipped))
     }
 
     /// A report of every floating-point tensor of safetensors `bytes` (`source_name`

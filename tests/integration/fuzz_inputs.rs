@@ -50,7 +50,33 @@ fn text(format: TextFormat, columns: TextColumns, label: LabelSpec) -> TextFileC
     }
 }
 
-fn readers() -> Vec<Reader> {
+/// A small burn record (a linear layer with a pruned row) written by burn-store.
+fn burnpack_seed(dir: &Path) -> PathBuf {
+    use burn::module::Param;
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let device = burn::tensor::Device::flex();
+    let linear = burn::nn::LinearConfig::new(4, 3).init(&device);
+    let w = burn::tensor::Tensor::<2>::from_floats(
+        [
+            [0.0, 0.0, 0.0],
+            [1.0, -2.0, 3.0],
+            [0.5, 0.0, 6.0],
+            [7.0, 8.0, -9.0],
+        ],
+        &device,
+    );
+    let linear = burn::nn::Linear {
+        weight: Param::from_tensor(w),
+        ..linear
+    };
+    let path = dir.join("linear.bpk");
+    linear
+        .save_into(&mut BurnpackStore::from_file(&path))
+        .unwrap();
+    path
+}
+
+fn readers(scratch: &Path) -> Vec<Reader> {
     let fx = root().join("tests/fixtures");
     let data = fx.join("data");
     let recipes = std::fs::read_dir(root().join("recipes"))
@@ -75,6 +101,16 @@ fn readers() -> Vec<Reader> {
             read: |p| {
                 Checkpoint::read(p).map_err(|e| e.to_string())?;
                 SparsityReport::from_safetensors(p)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        },
+        Reader {
+            name: "burnpack",
+            ext: ".bpk",
+            seeds: vec![burnpack_seed(scratch)],
+            read: |p| {
+                SparsityReport::from_burnpack(p)
                     .map(drop)
                     .map_err(|e| e.to_string())
             },
@@ -275,7 +311,7 @@ fn readers_never_panic_and_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let failures_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
     let mut failures = Vec::new();
-    for reader in readers() {
+    for reader in readers(tmp.path()) {
         let dir = tmp.path().join(reader.name);
         std::fs::create_dir_all(&dir).unwrap();
         let seeds: Vec<Vec<u8>> = reader

@@ -540,6 +540,7 @@ fn unlabelled_training_examples_are_refused() {
     let splits = TextSplits {
         train: vec![ex("t0", Label::Class(1)), ex("test-7", Label::Missing)],
         dev: vec![ex("d0", Label::Class(0))],
+        other_dev: Vec::new(),
         dropped: 0,
     };
     let e = SequenceClassificationTask::new(
@@ -855,4 +856,124 @@ fn runs_export_from_any_checkpoint_in_every_format() {
             "{k}"
         );
     }
+    // `shears sparsity` reads the record (under burn's parameter paths): the pruned
+    // tensors have the same sizes and zero counts as in the HF export.
+    let pruned = |r: &SparsityReport| {
+        let mut v: Vec<(usize, usize)> = r
+            .params
+            .iter()
+            .filter(|p| p.zeros > 0)
+            .map(|p| (p.numel, p.zeros))
+            .collect();
+        v.sort();
+        v
+    };
+    let from_record = SparsityReport::from_burnpack(&rec.join("model.bpk")).unwrap();
+    let from_hf =
+        SparsityReport::from_safetensors(&run_dir.join("model/model.safetensors")).unwrap();
+    assert!(!pruned(&from_hf).is_empty());
+    assert_eq!(pruned(&from_record), pruned(&from_hf));
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["sparsity", "--json"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+    let json: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert!(json.to_string().contains("encoder"), "{json}");
+}
+
+/// Several dev sets (`data.dev: {name: file, ...}`): each is evaluated, the first under
+/// the plain metric names, the others as `name/metric`. Checked against identities: the
+/// second set is the first with every label flipped, so its accuracy is one minus the
+/// first's; and `evaluate_model` on each file alone gives the same figures.
+#[test]
+fn several_dev_sets_are_each_evaluated_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    tiny_model(&model);
+    let data = tmp.path().join("sentences.tsv");
+    data_file(&data);
+    let flipped = tmp.path().join("flipped.tsv");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for l in lines {
+        let (rest, label) = l.rsplit_once('\t').unwrap();
+        out.push_str(&format!("{rest}\t{}\n", 1 - label.parse::<u8>().unwrap()));
+    }
+    std::fs::write(&flipped, out).unwrap();
+    let recipe_text = |dev: &str| {
+        format!(
+            r#"
+model:
+  source: {model}
+  head: classification
+  num_labels: 2
+data:
+  task: text-classification
+  train: {data}
+  dev: {dev}
+  id_column: id
+  text_column: text
+  label_column: label
+  max_seq_length: 32
+training:
+  batch_size: 16
+optimizer:
+  name: adamw
+  lr: 1.0e-3
+training_modifiers:
+  - !EpochRangeModifier
+    start_epoch: 0
+    end_epoch: 1
+"#,
+            model = model.display(),
+            data = data.display(),
+        )
+    };
+    let path = tmp.path().join("two-devs.yaml");
+    std::fs::write(
+        &path,
+        recipe_text(&format!(
+            "{{orig: {}, flipped: {}}}",
+            data.display(),
+            flipped.display()
+        )),
+    )
+    .unwrap();
+    let recipe = Recipe::load(&path, &[]).unwrap();
+    let run = finished(start(&recipe, &tmp.path().join("run"), false, None));
+    let dev = &run.report.metrics["dev"];
+    let keys: Vec<&str> = dev.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["accuracy", "f1", "flipped/accuracy", "flipped/f1"]);
+    assert!((dev["flipped/accuracy"] - (1.0 - dev["accuracy"])).abs() < 1e-12);
+    for (file, prefix) in [(&data, ""), (&flipped, "flipped/")] {
+        let single = tmp.path().join("single.yaml");
+        std::fs::write(&single, recipe_text(&file.display().to_string())).unwrap();
+        let (metrics, n) = evaluate_model(
+            &Recipe::load(&single, &[]).unwrap(),
+            &tmp.path().join("run/model"),
+            DeviceKind::Flex,
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(n, 120);
+        for (k, v) in metrics {
+            assert_eq!(dev[&format!("{prefix}{k}")], v, "{prefix}{k}");
+        }
+    }
+
+    // Several dev sets where a task has one, and a dev set named twice: errors at the key.
+    let squad = tmp.path().join("squad.yaml");
+    std::fs::write(
+        &squad,
+        "data:\n  task: squad\n  train: t.json\n  dev: {a: a.json, b: b.json}\n",
+    )
+    .unwrap();
+    let e = Recipe::load(&squad, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("squad.yaml:4") && e.contains("several dev sets"),
+        "{e}"
+    );
 }

@@ -58,7 +58,7 @@ impl QuestionAnsweringTask {
                 "required: SQuAD JSON (train-v1.1.json) or the Hub's parquet file of rajpurkar/squad",
             )
         })?;
-        let dev = data.dev.as_deref().ok_or_else(|| {
+        let dev = data.dev.as_ref().map(|d| d.main()).ok_or_else(|| {
             config_err(
                 "dev",
                 "required for SQuAD: the dev file (dev-v1.1.json or the validation parquet)",

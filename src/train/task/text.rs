@@ -22,7 +22,7 @@ use crate::data::{Label, text::fnv1a_64};
 use crate::metrics::classification::{accuracy, f1_binary, matthews_corrcoef};
 use crate::metrics::correlation::{pearson, spearman};
 use crate::metrics::glue::{GluePredictions, glue_metrics};
-use crate::recipe::sections::{DataSection, LabelFrom};
+use crate::recipe::sections::{DataSection, DevFiles, LabelFrom};
 
 /// The train and dev examples of a text task.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub struct TextSplits {
     pub train: Vec<TextExample>,
     /// Dev examples (after `max_dev_examples`).
     pub dev: Vec<TextExample>,
+    /// Further dev sets by name (`data.dev: {matched: …, mismatched: …}` after the first).
+    pub other_dev: Vec<(String, Vec<TextExample>)>,
     /// Records dropped while loading (zero ratings under `label_from: sign`, ...).
     pub dropped: usize,
 }
@@ -188,7 +190,7 @@ pub fn load_text_splits(
     let (train, mut dropped) = load_file(data, kind, num_labels, &train_path)?;
     let (train, dev) = match (&data.dev, data.dev_fraction) {
         (Some(dev), _) => {
-            let (dev, d) = load_file(data, kind, num_labels, &resolve(dev))?;
+            let (dev, d) = load_file(data, kind, num_labels, &resolve(dev.main()))?;
             dropped += d;
             (train, dev)
         }
@@ -203,26 +205,50 @@ pub fn load_text_splits(
             ));
         }
     };
-    if let Some(e) = dev.iter().find(|e| e.label == Label::Missing) {
-        return Err(config_err(
-            "dev",
-            format!(
-                "example {} has no label: the dev split must be labelled",
-                e.id
-            ),
-        ));
+    let mut other_dev = Vec::new();
+    for (name, path) in data.dev.as_ref().map_or(&[][..], |d| d.others()) {
+        let (examples, d) = load_file(data, kind, num_labels, &resolve(path))?;
+        dropped += d;
+        other_dev.push((name.clone(), examples));
     }
     let train = subset(train, data.max_train_examples, "train");
     let dev = subset(dev, data.max_dev_examples, "dev");
     if train.is_empty() {
         return Err(config_err("train", "no training examples"));
     }
-    if dev.is_empty() {
-        return Err(config_err("dev", "no dev examples"));
+    let first = data.dev.as_ref().and_then(|d| match d {
+        DevFiles::Named(v) => Some(v[0].0.clone()),
+        DevFiles::One(_) => None,
+    });
+    let mut sets = vec![(first, dev)];
+    sets.extend(other_dev.into_iter().map(|(n, e)| {
+        let e = subset(e, data.max_dev_examples, "dev");
+        (Some(n), e)
+    }));
+    for (name, set) in &sets {
+        let which = name.as_deref().map_or(String::new(), |n| format!(" `{n}`"));
+        if let Some(e) = set.iter().find(|e| e.label == Label::Missing) {
+            return Err(config_err(
+                "dev",
+                format!(
+                    "dev set{which}: example {} has no label: the dev split must be labelled",
+                    e.id
+                ),
+            ));
+        }
+        if set.is_empty() {
+            return Err(config_err(
+                "dev",
+                format!("dev set{which}: no dev examples"),
+            ));
+        }
     }
+    let mut sets = sets.into_iter();
+    let dev = sets.next().expect("the main dev set").1;
     Ok(TextSplits {
         train,
         dev,
+        other_dev: sets.map(|(n, e)| (n.expect("named"), e)).collect(),
         dropped,
     })
 }
@@ -234,6 +260,8 @@ pub struct SequenceClassificationTask {
     train: Vec<EncodedText>,
     /// Dev examples sorted by length (padding waste is minimal; metrics do not depend on order).
     dev: Vec<EncodedText>,
+    /// Further dev sets by name, sorted the same way; their metrics are `name/metric`.
+    other_dev: Vec<(String, Vec<EncodedText>)>,
     batcher: TextBatcher,
     eval_batch_size: usize,
     num_labels: usize,
@@ -262,8 +290,15 @@ impl SequenceClassificationTask {
         let train = encode_texts(tokenizer.inner(), &splits.train, max_length)?;
         let mut dev = encode_texts(tokenizer.inner(), &splits.dev, max_length)?;
         dev.sort_by_key(|e| e.input_ids.len());
+        let mut other_dev = Vec::new();
+        for (name, examples) in &splits.other_dev {
+            let mut set = encode_texts(tokenizer.inner(), examples, max_length)?;
+            set.sort_by_key(|e| e.input_ids.len());
+            other_dev.push((name.clone(), set));
+        }
         if !kind.is_regression() {
-            for e in train.iter().chain(&dev) {
+            let others = other_dev.iter().flat_map(|(_, set)| set);
+            for e in train.iter().chain(&dev).chain(others) {
                 if let Label::Class(c) = e.label
                     && c >= num_labels
                 {
@@ -281,6 +316,7 @@ impl SequenceClassificationTask {
             kind,
             train,
             dev,
+            other_dev,
             batcher: TextBatcher {
                 pad_id: tokenizer.pad_id(),
             },
@@ -344,9 +380,39 @@ impl Task for SequenceClassificationTask {
     }
 
     fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Metrics, TaskError> {
-        let mut classes = Vec::with_capacity(self.dev.len());
-        let mut scores = Vec::with_capacity(self.dev.len());
-        for chunk in self.dev.chunks(self.eval_batch_size) {
+        let mut out = self.metrics_on(model, &self.dev, device)?;
+        for (name, set) in &self.other_dev {
+            for (metric, value) in self.metrics_on(model, set, device)? {
+                out.insert(format!("{name}/{metric}"), value);
+            }
+        }
+        Ok(out)
+    }
+
+    fn outputs_cacheable(&self) -> bool {
+        true
+    }
+
+    fn main_metric(&self) -> &'static str {
+        match self.kind {
+            TaskKind::Glue(GlueTask::Cola) => "mcc",
+            k if k.is_regression() => "pearson",
+            _ => "accuracy",
+        }
+    }
+}
+
+impl SequenceClassificationTask {
+    /// The task's metrics on one dev set.
+    fn metrics_on(
+        &self,
+        model: &BertForSequenceClassification,
+        dev: &[EncodedText],
+        device: &Device,
+    ) -> Result<Metrics, TaskError> {
+        let mut classes = Vec::with_capacity(dev.len());
+        let mut scores = Vec::with_capacity(dev.len());
+        for chunk in dev.chunks(self.eval_batch_size) {
             let batch = self.batcher.batch(chunk.to_vec(), device);
             let logits = model.forward(&Self::input(&batch)).logits;
             if self.kind.is_regression() {
@@ -404,18 +470,6 @@ impl Task for SequenceClassificationTask {
             }
         }
         Ok(out)
-    }
-
-    fn outputs_cacheable(&self) -> bool {
-        true
-    }
-
-    fn main_metric(&self) -> &'static str {
-        match self.kind {
-            TaskKind::Glue(GlueTask::Cola) => "mcc",
-            k if k.is_regression() => "pearson",
-            _ => "accuracy",
-        }
     }
 }
 
