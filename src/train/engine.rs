@@ -475,6 +475,12 @@ pub struct StepPlan {
     pub total_steps: u64,
 }
 
+/// Optimizer steps per epoch over `train_len` examples: batches over gradient accumulation.
+fn steps_per_epoch(train_len: usize, training: &crate::recipe::sections::TrainingSection) -> u64 {
+    batches_per_epoch(train_len, training.batch_size.max(1))
+        .div_ceil(training.gradient_accumulation_steps.max(1)) as u64
+}
+
 /// Loads the recipe's training data (not the model's weights) and counts the steps.
 pub fn step_plan(recipe: &Recipe, base: &Path) -> Result<StepPlan, EngineError> {
     let training = recipe
@@ -492,8 +498,7 @@ pub fn step_plan(recipe: &Recipe, base: &Path) -> Result<StepPlan, EngineError> 
             _arch: A,
             task: T,
         ) -> Result<StepPlan, EngineError> {
-            let micro = batches_per_epoch(task.train_len(), self.training.batch_size.max(1));
-            let spe = micro.div_ceil(self.training.gradient_accumulation_steps.max(1)) as u64;
+            let spe = steps_per_epoch(task.train_len(), self.training);
             let total = plan(self.recipe, spe)?.total_steps;
             Ok(StepPlan {
                 train_examples: task.train_len(),
@@ -695,7 +700,7 @@ where
         let accum = training.gradient_accumulation_steps.max(1);
         let batch_size = training.batch_size.max(1);
         let micro_batches = batches_per_epoch(task.train_len(), batch_size);
-        let spe = micro_batches.div_ceil(accum) as u64;
+        let spe = steps_per_epoch(task.train_len(), training);
         let plan: Plan = plan(recipe, spe)?;
         let lr = plan.lr.clone().ok_or(PlanError::NoLearningRate)?;
         let end = training
