@@ -40,7 +40,8 @@ pub struct CheckArgs {
     /// recipe's training data when it can be read).
     #[arg(long)]
     pub steps_per_epoch: Option<u64>,
-    /// Do not read the training data (no step count).
+    /// Do not read the training data (no step count; models on the Hub are never
+    /// downloaded for it).
     #[arg(long, conflicts_with = "estimate")]
     pub no_data: bool,
     /// Time this many optimizer steps of the real run (default 5, in a scratch directory
@@ -63,7 +64,19 @@ pub fn execute(cmd: RecipeCommand) -> anyhow::Result<()> {
             for path in &args.recipes {
                 match Recipe::load(path, &args.overrides) {
                     Ok(recipe) => {
+                        let hub = recipe
+                            .model
+                            .as_ref()
+                            .and_then(|m| m.source.as_deref())
+                            .filter(|s| s.starts_with("hf:"));
                         let counted = if args.no_data {
+                            None
+                        } else if let Some(source) = hub {
+                            // Counting needs the tokenizer: a dry run does not download.
+                            println!(
+                                "steps: not counted (`{source}` is on the Hugging Face Hub and \
+                                 `recipe check` downloads nothing; pass --steps-per-epoch)"
+                            );
                             None
                         } else {
                             match step_plan(&recipe, Path::new(".")) {

@@ -182,11 +182,13 @@ impl SparsityReport {
             path: name.clone(),
             message: e.to_string(),
         };
-        if !path.is_file() {
-            return Err(ReportError::Io {
-                path: name.clone(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+        // The reader's own message would not say which I/O error it met.
+        let io = |source| ReportError::Io {
+            path: name.clone(),
+            source,
+        };
+        if std::fs::metadata(path).map_err(io)?.is_dir() {
+            return Err(io(std::io::ErrorKind::IsADirectory.into()));
         }
         let mut tensors = burn_pack::Reader::from_file(path)
             .and_then(burn_pack::Reader::into_tensors)
@@ -196,25 +198,16 @@ impl SparsityReport {
         let mut skipped = Vec::new();
         for t in tensors {
             let (tname, dtype, shape, _, bytes) = t.into_parts().map_err(format)?;
-            let data: &[u8] = &bytes;
-            let zeros = match dtype {
-                DType::F64 => count_zero_words::<8>(data, 0x7fff_ffff_ffff_ffff),
-                DType::F32 | DType::Flex32 => count_zero_words::<4>(data, 0x7fff_ffff),
-                DType::F16 | DType::BF16 => count_zero_words::<2>(data, 0x7fff),
+            let width = match dtype {
+                DType::F64 => 8,
+                DType::F32 | DType::Flex32 => 4,
+                DType::F16 | DType::BF16 => 2,
                 _ => {
                     skipped.push(tname);
                     continue;
                 }
             };
-            let numel: usize = shape.as_slice().iter().product();
-            params.push(ParamSparsity {
-                name: tname,
-                shape: shape.as_slice().to_vec(),
-                numel,
-                zeros,
-                sparsity: ratio(zeros, numel),
-                mask_sparsity: None,
-            });
+            params.push(float_row(tname, shape.as_slice(), width, &bytes));
         }
         Ok(Self::from_rows(params, false, None, skipped))
     }
@@ -242,26 +235,22 @@ impl SparsityReport {
         let mut params = Vec::new();
         let mut skipped = Vec::new();
         for (name, view) in entries {
-            let data = view.data();
-            let zeros = match view.dtype() {
-                Dtype::F64 => count_zero_words::<8>(data, 0x7fff_ffff_ffff_ffff),
-                Dtype::F32 => count_zero_words::<4>(data, 0x7fff_ffff),
-                Dtype::F16 | Dtype::BF16 => count_zero_words::<2>(data, 0x7fff),
-                Dtype::F8_E4M3 | Dtype::F8_E5M2 => count_zero_words::<1>(data, 0x7f),
+            let width = match view.dtype() {
+                Dtype::F64 => 8,
+                Dtype::F32 => 4,
+                Dtype::F16 | Dtype::BF16 => 2,
+                Dtype::F8_E4M3 | Dtype::F8_E5M2 => 1,
                 _ => {
                     skipped.push(name.to_string());
                     continue;
                 }
             };
-            let numel: usize = view.shape().iter().product();
-            params.push(ParamSparsity {
-                name: name.to_string(),
-                shape: view.shape().to_vec(),
-                numel,
-                zeros,
-                sparsity: ratio(zeros, numel),
-                mask_sparsity: None,
-            });
+            params.push(float_row(
+                name.to_string(),
+                view.shape(),
+                width,
+                view.data(),
+            ));
         }
         Ok(Self::from_rows(params, false, None, skipped))
     }
@@ -345,6 +334,26 @@ impl SparsityReport {
 }
 
 /// Counts little-endian words of `N` bytes whose bits under `magnitude` are all zero.
+/// The row of a tensor whose `data` holds little-endian floats of `width` bytes (8, 4, 2
+/// or 1); `-0.0` counts as zero.
+fn float_row(name: String, shape: &[usize], width: usize, data: &[u8]) -> ParamSparsity {
+    let zeros = match width {
+        8 => count_zero_words::<8>(data, 0x7fff_ffff_ffff_ffff),
+        4 => count_zero_words::<4>(data, 0x7fff_ffff),
+        2 => count_zero_words::<2>(data, 0x7fff),
+        _ => count_zero_words::<1>(data, 0x7f),
+    };
+    let numel: usize = shape.iter().product();
+    ParamSparsity {
+        name,
+        shape: shape.to_vec(),
+        numel,
+        zeros,
+        sparsity: ratio(zeros, numel),
+        mask_sparsity: None,
+    }
+}
+
 fn count_zero_words<const N: usize>(data: &[u8], magnitude: u64) -> usize {
     data.chunks_exact(N)
         .filter(|w| {

@@ -40,6 +40,11 @@ struct Reader {
     read: fn(&Path) -> Result<(), String>,
 }
 
+/// A reader's result as the test sees it: `Err` carries the message.
+fn msg<T, E: ToString>(r: Result<T, E>) -> Result<(), String> {
+    r.map(drop).map_err(|e| e.to_string())
+}
+
 fn text(format: TextFormat, columns: TextColumns, label: LabelSpec) -> TextFileConfig {
     TextFileConfig {
         format,
@@ -89,7 +94,7 @@ fn readers(scratch: &Path) -> Vec<Reader> {
             name: "recipe",
             ext: ".yaml",
             seeds: recipes,
-            read: |p| Recipe::load(p, &[]).map(drop).map_err(|e| e.to_string()),
+            read: |p| msg(Recipe::load(p, &[])),
         },
         Reader {
             name: "safetensors",
@@ -100,20 +105,14 @@ fn readers(scratch: &Path) -> Vec<Reader> {
             ],
             read: |p| {
                 Checkpoint::read(p).map_err(|e| e.to_string())?;
-                SparsityReport::from_safetensors(p)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                msg(SparsityReport::from_safetensors(p))
             },
         },
         Reader {
             name: "burnpack",
             ext: ".bpk",
             seeds: vec![burnpack_seed(scratch)],
-            read: |p| {
-                SparsityReport::from_burnpack(p)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
+            read: |p| msg(SparsityReport::from_burnpack(p)),
         },
         Reader {
             name: "pytorch",
@@ -122,7 +121,7 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                 root().join("models/tests/fixtures/bert/tiny_cls/pytorch_model.bin"),
                 root().join("models/tests/fixtures/resnet/resnet20b_det.pth"),
             ],
-            read: |p| Checkpoint::read(p).map(drop).map_err(|e| e.to_string()),
+            read: |p| msg(Checkpoint::read(p)),
         },
         Reader {
             name: "idx",
@@ -131,17 +130,13 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                 data.join("idx/images-idx3-ubyte"),
                 data.join("idx/images-idx3-ubyte.gz"),
             ],
-            read: |p| read_idx(p, 3).map(drop).map_err(|e| e.to_string()),
+            read: |p| msg(read_idx(p, 3)),
         },
         Reader {
             name: "cifar",
             ext: ".bin",
             seeds: vec![data.join("cifar/data_batch_1.bin")],
-            read: |p| {
-                load_cifar_bin(p, CifarKind::Cifar10)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
+            read: |p| msg(load_cifar_bin(p, CifarKind::Cifar10)),
         },
         Reader {
             name: "parquet",
@@ -150,17 +145,13 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                 data.join("parquet/glue-sst2-train.parquet"),
                 data.join("parquet/glue-sst2-test.parquet"),
             ],
-            read: |p| {
-                load_glue_file(p, GlueTask::Sst2)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
+            read: |p| msg(load_glue_file(p, GlueTask::Sst2)),
         },
         Reader {
             name: "squad-parquet",
             ext: ".parquet",
             seeds: vec![data.join("parquet/squad-train.parquet")],
-            read: |p| load_squad_file(p).map(drop).map_err(|e| e.to_string()),
+            read: |p| msg(load_squad_file(p)),
         },
         Reader {
             name: "tsv",
@@ -174,7 +165,7 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                     label: Some("score".into()),
                 };
                 let config = text(TextFormat::Tsv { quoting: true }, columns, LabelSpec::Score);
-                load_text(p, &config).map(drop).map_err(|e| e.to_string())
+                msg(load_text(p, &config))
             },
         },
         Reader {
@@ -194,24 +185,20 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                     columns,
                     LabelSpec::ClassNames(names.into()),
                 );
-                load_text(p, &config).map(drop).map_err(|e| e.to_string())
+                msg(load_text(p, &config))
             },
         },
         Reader {
             name: "jsonl",
             ext: ".jsonl",
             seeds: vec![data.join("parquet/glue-sst2-train.jsonl")],
-            read: |p| {
-                load_glue_file(p, GlueTask::Sst2)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
+            read: |p| msg(load_glue_file(p, GlueTask::Sst2)),
         },
         Reader {
             name: "squad-json",
             ext: ".json",
             seeds: vec![data.join("squad/squad_v2.json")],
-            read: |p| load_squad_file(p).map(drop).map_err(|e| e.to_string()),
+            read: |p| msg(load_squad_file(p)),
         },
     ]
 }

@@ -188,6 +188,25 @@ fn check_counts_the_steps_of_the_real_run_and_estimates_its_time() {
     assert!(per_step > 0.0 && per_step < 60.0, "{per_step}");
     assert!(stdout.contains(&format!("-> {} steps take about", run.report.steps)));
 
+    // A model on the Hub is not downloaded for the count.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args([
+            "recipe",
+            "check",
+            "--quiet",
+            "--set",
+            "model.source=hf:org/name",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("steps: not counted (`hf:org/name` is on the Hugging Face Hub"),
+        "{stdout}"
+    );
+
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
         .args(["recipe", "check", "--quiet", "--no-data"])
         .arg(&path)
