@@ -16,6 +16,7 @@ pub mod loss;
 pub mod metrics;
 pub mod obs;
 pub mod plot;
+pub mod profile;
 pub mod recipe;
 pub mod rng;
 pub mod run_dir;

@@ -24,6 +24,8 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use crate::batch_norm_cpu::batch_norm_train;
+
 /// What a [`BatchNorm2d`] forward does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BnMode {
@@ -165,25 +167,19 @@ impl BatchNorm2d {
         }
         let [b, _, h, w] = x.dims();
         let n = b * h * w;
-        let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
-        let centered = x - mean.clone();
-        let var = (centered.clone() * centered.clone())
-            .mean_dim(0)
-            .mean_dim(2)
-            .mean_dim(3);
+        let (y, mean, var) = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
         if matches!(
             self.mode,
             BnMode::Train | BnMode::Recalibrate | BnMode::Auto
         ) {
-            self.update_running(mean, var.clone(), n);
+            self.update_running(mean, var, n);
         }
-        centered / (var + self.eps).sqrt() * weight + bias
+        y
     }
 
-    /// Folds the batch statistics (`[1, C, 1, 1]`, biased variance over `n` values) into the
-    /// running ones.
-    fn update_running(&self, mean: Tensor<4>, var: Tensor<4>, n: usize) {
-        let c = self.num_features();
+    /// Folds the batch statistics (`[C]`, biased variance over `n` values) into the running
+    /// ones.
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, n: usize) {
         let count = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
         let factor = if self.mode == BnMode::Recalibrate {
             1.0 / count as f64
@@ -196,8 +192,8 @@ impl BatchNorm2d {
         } else {
             1.0
         };
-        let batch_mean = mean.detach().reshape([c]);
-        let batch_var = var.detach().reshape([c]) * correction;
+        let batch_mean = mean.detach();
+        let batch_var = var.detach() * correction;
         for (state, batch) in [
             (&self.running_mean, batch_mean),
             (&self.running_var, batch_var),

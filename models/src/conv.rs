@@ -5,7 +5,8 @@
 //! Square kernels, one stride and one zero padding for both directions, `groups = 1`,
 //! `dilation = 1`.
 //!
-//! The layer runs dense by default ([`burn::tensor::module::conv2d`]).
+//! The layer runs dense by default ([`dense_conv2d`]: im2col + GEMM on the CPU, burn's conv2d
+//! on other devices).
 //! [`PrunableConv2d::set_sparse`] switches it, at run time, to the SparseProp conv kernels on
 //! the current non-zero pattern of its weight (forward and backward, gradients flow back into
 //! the dense weight through a differentiable gather); the parameter stays the same dense
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
+use crate::conv_gemm::dense_conv2d;
 use crate::sparseprop::conv::Conv2dGeometry;
 use crate::sparseprop::layout::{LayoutError, SparsePattern};
 use crate::sparseprop::ops::{SparseWeight, sparse_conv2d};
@@ -172,11 +173,6 @@ impl PrunableConv2d {
                 return sparse_conv2d(x, &weight, bias, &geom);
             }
         }
-        burn::tensor::module::conv2d(
-            x,
-            self.weight.val(),
-            bias,
-            ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1),
-        )
+        dense_conv2d(x, self.weight.val(), bias, &self.geometry())
     }
 }

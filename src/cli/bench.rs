@@ -8,7 +8,7 @@ use shears_models::sparseprop::bench::{BenchConfig, BenchRow, BenchShape, Pass, 
 /// The benchmarks `shears bench` runs.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// SparseProp linear and conv kernels (forward and backward) against burn dense.
+    /// SparseProp linear and conv kernels (forward and backward) against the dense path.
     Sparseprop(SparsepropArgs),
     /// The global magnitude top-k selection that CrAM runs every step and GMP at every
     /// pruning step, at the parameter counts of real models.
@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// M-FAC's sliding-window inverse Fisher: IHVP and window-update time over d × m, with
     /// the same recursion in PyTorch in the same run (`--pytorch`).
     Mfac(MfacArgs),
+    /// A recipe's real training step (model, data, optimizer), dense, masked and on
+    /// SparseProp, per phase, with a PyTorch reference in the same run (`--pytorch`).
+    Train(super::bench_train::TrainArgs),
 }
 
 /// Options of `shears bench mfac`.
@@ -85,7 +88,28 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sparseprop(args) => sparseprop(args),
         BenchCommand::Topk(args) => topk(args),
         BenchCommand::Mfac(args) => mfac(args),
+        BenchCommand::Train(args) => super::bench_train::train(args),
     }
+}
+
+/// Runs `python3 SCRIPT ARGS...` (a `--pytorch` reference) and returns its stdout.
+pub(super) fn run_python(
+    script: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<String> {
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("--pytorch {}: cannot run python3", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "--pytorch {}: the script failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Times `compute_masks` (global, unstructured) over tensors of 4,096 weights holding
@@ -244,24 +268,22 @@ fn mfac(args: MfacArgs) -> anyhow::Result<()> {
         None => None,
         Some(script) => {
             let pairs: Vec<String> = rows.iter().map(|r| format!("{}x{}", r.d, r.m)).collect();
-            let out = std::process::Command::new("python3")
-                .arg(script)
-                .arg("--pairs")
-                .arg(pairs.join(","))
-                .arg("--reps")
-                .arg(args.reps.to_string())
-                .arg("--threads")
-                .arg(rayon::current_num_threads().to_string())
-                .output()
-                .with_context(|| format!("--pytorch {}: cannot run python3", script.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "--pytorch {}: the script failed: {}",
-                    script.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            let text = String::from_utf8_lossy(&out.stdout);
+            let (pairs, reps, threads) = (
+                pairs.join(","),
+                args.reps.to_string(),
+                rayon::current_num_threads().to_string(),
+            );
+            let text = run_python(
+                script,
+                &[
+                    "--pairs".as_ref(),
+                    pairs.as_ref(),
+                    "--reps".as_ref(),
+                    reps.as_ref(),
+                    "--threads".as_ref(),
+                    threads.as_ref(),
+                ],
+            )?;
             Some(serde_json::from_str(text.trim()).with_context(|| {
                 format!(
                     "--pytorch {}: expected a JSON list of rows, got {text}",
@@ -351,7 +373,7 @@ fn sparseprop(args: SparsepropArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     if !args.json {
         println!(
-            "SparseProp vs burn dense ({}, {threads} threads, median of {} reps)",
+            "SparseProp vs dense ({}, {threads} threads, median of {} reps)",
             args.backend, args.reps
         );
         println!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -49,41 +49,65 @@ pub struct RunArgs {
 /// The exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
 
-/// Ctrl-C (SIGINT) and SIGTERM: the first sets the returned flag, which the engine reads at
-/// every step boundary (it then writes a checkpoint and stops); a second one exits at once.
-#[cfg(unix)]
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            i32::from(INTERRUPTED),
-            Arc::clone(&flag),
-        )
-        .context("installing the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))
-            .context("installing the Ctrl-C handler")?;
-    }
-    // Say at once that the signal was seen (the step in flight still has to end).
-    let seen = Arc::clone(&flag);
-    std::thread::spawn(move || {
-        while !seen.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        eprintln!(
-            "interrupt: stopping after this step with a checkpoint (press Ctrl-C again to quit now)"
-        );
-    });
-    Ok(flag)
+/// The message printed once the first Ctrl-C (or SIGTERM) is seen.
+const ACKNOWLEDGED: &str =
+    "interrupt: stopping after this step with a checkpoint (press Ctrl-C again to quit now)";
+
+/// Ctrl-C (SIGINT) and SIGTERM as the run sees them: the first sets `flag`, which the
+/// engine reads at every step boundary (it then writes a checkpoint and stops); a second
+/// one exits at once with status 130.
+struct Interrupt {
+    /// Set by the first signal.
+    flag: Arc<AtomicBool>,
+    /// Set by whoever printed [`ACKNOWLEDGED`] (the watcher thread or the main thread).
+    announced: Arc<AtomicBool>,
 }
 
-/// Elsewhere Ctrl-C keeps its default (the run stops; `--resume` restarts from the latest
-/// periodic checkpoint).
-#[cfg(not(unix))]
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    Ok(Arc::new(AtomicBool::new(false)))
+impl Interrupt {
+    /// Prints [`ACKNOWLEDGED`] unless it was printed already.
+    fn acknowledge(announced: &AtomicBool) {
+        if !announced.swap(true, Ordering::SeqCst) {
+            eprintln!("{ACKNOWLEDGED}");
+        }
+    }
+
+    /// Installs the handlers and a thread that says at once that the signal was seen (the
+    /// step in flight still has to end).
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                i32::from(INTERRUPTED),
+                Arc::clone(&flag),
+            )
+            .context("installing the Ctrl-C handler")?;
+            signal_hook::flag::register(signal, Arc::clone(&flag))
+                .context("installing the Ctrl-C handler")?;
+        }
+        let announced = Arc::new(AtomicBool::new(false));
+        let (seen, said) = (Arc::clone(&flag), Arc::clone(&announced));
+        std::thread::spawn(move || {
+            while !seen.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Self::acknowledge(&said);
+        });
+        Ok(Self { flag, announced })
+    }
+
+    /// Elsewhere Ctrl-C keeps its default (the run stops; `--resume` restarts from the
+    /// latest periodic checkpoint).
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            flag: Arc::new(AtomicBool::new(false)),
+            announced: Arc::new(AtomicBool::new(false)),
+        })
+    }
 }
 
 /// Runs `shears run`.
@@ -108,13 +132,14 @@ pub fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let dir = RunDir::choose(&recipe, args.out.as_deref());
     let dir = RunDir::prepare(dir, &recipe, args.resume)?;
     eprintln!("run directory: {}", dir.path.display());
+    let interrupt = Interrupt::install()?;
     let opts = EngineOptions {
         run_dir: dir.path.clone(),
         device,
         resume: args.resume,
         base_dir: PathBuf::from("."),
         stop_after: args.stop_after,
-        interrupt: Some(interrupt_flag()?),
+        interrupt: Some(Arc::clone(&interrupt.flag)),
     };
     let out = match run(&recipe, &opts)
         .with_context(|| format!("run of {} failed", args.recipe.display()))?
@@ -126,6 +151,10 @@ pub fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
             interrupted,
             ..
         } => {
+            if interrupted {
+                // The run may stop before the watcher thread wakes: the message comes first.
+                Interrupt::acknowledge(&interrupt.announced);
+            }
             println!(
                 "{} at step {step}/{total}, checkpoint saved; continue with: shears run {} --out {} --resume",
                 if interrupted {

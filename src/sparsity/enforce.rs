@@ -49,6 +49,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::mask::{Mask, MaskError, MaskSet, read_values};
 use super::params::{BurnPaths, ParamNaming, PathStack, list_params};
 use super::selection::{ParamInfo, ParamSelector, SelectionError};
+use crate::profile::{StepPhase, span};
 use crate::recipe::sections::{OptimizerKind, OptimizerSection};
 
 /// Errors of mask enforcement.
@@ -895,6 +896,7 @@ impl<O: Optimizer> MaskedOptimizer<O> {
     /// One optimizer step with learning rate `lr`: masks gradients, clips, steps, masks
     /// weights.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        let clip = span(StepPhase::Clip);
         let mut masker = GradMasker {
             stack: PathStack::default(),
             naming: self.naming.as_ref(),
@@ -914,6 +916,8 @@ impl<O: Optimizer> MaskedOptimizer<O> {
             }
             _ => None,
         };
+        drop(clip);
+        let _optimizer = span(StepPhase::Optimizer);
         let mut stepper = Stepper {
             stack: PathStack::default(),
             opt: self,

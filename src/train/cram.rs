@@ -448,16 +448,7 @@ mod tests {
         let device = device();
         let (a, reference) = twins(3, &device);
         let mut src = batch(&device);
-        let (rho, level, lr) = (0.5, 0.8, 0.1);
-        let p = plan(rho, vec![(level, MaskKind::Unstructured)], false, true);
-        let selected: Vec<String> = rule(p.clone(), &a)
-            .selected
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
-        let r = rule(p, &a);
-        let mut plain_sgd = MaskedOptimizer::new(SgdConfig::new().build());
-        let (after, _, trace) = r.cram_step(0, a, &mut src, &mut plain_sgd, lr).unwrap();
+        let (rho, lr) = (0.5, 0.1);
 
         // Independently: θ′ = θ + ρg, a full sort of |θ′| over the selected tensors, the
         // gradient at the masked θ′ with frozen statistics, then θ − lr·ĝ⊙mask.
@@ -477,6 +468,14 @@ mod tests {
                 )
             })
             .collect();
+        let selected: Vec<String> = rule(
+            plan(rho, vec![(0.8, MaskKind::Unstructured)], false, true),
+            &a,
+        )
+        .selected
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
         let mut mags: Vec<f32> = prime
             .iter()
             .filter(|(n, _)| selected.contains(n))
@@ -484,12 +483,21 @@ mod tests {
             .collect();
         let total = mags.len();
         mags.sort_by(|x, y| x.total_cmp(y));
-        let k = (level * total as f64).round() as usize;
+        // The level: the first k at or above 80 % whose threshold is not tied (f32 ties
+        // among ~270k magnitudes happen, and where depends on the machine's GEMM rounding).
+        let k = ((0.8 * total as f64).round() as usize..total)
+            .find(|&k| mags[k] > mags[k - 1])
+            .expect("an untied threshold above 80 %");
+        let level = k as f64 / total as f64;
+        assert_eq!((level * total as f64).round() as usize, k);
         let tau = mags[k - 1];
-        assert!(
-            mags[k] > tau,
-            "the test batch must have no tie at the threshold"
+
+        let r = rule(
+            plan(rho, vec![(level, MaskKind::Unstructured)], false, true),
+            &a,
         );
+        let mut plain_sgd = MaskedOptimizer::new(SgdConfig::new().build());
+        let (after, _, trace) = r.cram_step(0, a, &mut src, &mut plain_sgd, lr).unwrap();
         let pruned: usize = trace.masks.iter().map(|(_, m)| m.pruned()).sum();
         assert_eq!(
             pruned, k,

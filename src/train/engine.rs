@@ -46,6 +46,7 @@ use sha2::Digest;
 use shears_models::bert::{BertForQuestionAnswering, BertForSequenceClassification, ModelSource};
 
 use super::TrainError;
+use super::bench::StepBench;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
 use super::cram::CramStep;
 use super::curves::{CURVES_FILE, HISTORY_FILE, RunCurves, RunSchedule, SCHEDULE_FILE, run_panels};
@@ -60,7 +61,7 @@ use super::order::{batch, batches_per_epoch, epoch_order, mix};
 use super::progress::{Progress, StepStats, format_duration};
 use super::report::{RunReport, SparsitySummary};
 use super::sparse::SparsePolicy;
-use super::step::{PlainStep, RecipeRule, StepRule};
+use super::step::{PlainStep, RecipeRule, StepOutcome, StepRule};
 use super::task::{
     Metrics, QuestionAnsweringTask, SequenceClassificationTask, Task, TaskError, TaskKind,
     head_labels, load_text_splits,
@@ -71,6 +72,7 @@ use crate::arch::{ArchError, Architecture};
 use crate::data::batch::length_bucketed_order;
 use crate::device::{DeviceKind, DeviceUnavailable};
 use crate::plot::write_svg;
+use crate::profile::{PhaseTimes, Recording};
 use crate::recipe::Recipe;
 use crate::recipe::plan::{Plan, PlanError, plan};
 use crate::recipe::sections::OptimizerKind;
@@ -462,6 +464,78 @@ pub fn run(recipe: &Recipe, opts: &EngineOptions) -> Result<RunEnd, EngineError>
         ModelAt::Recipe,
         Train { recipe, opts },
     )
+}
+
+/// Times `steps` optimizer steps of `recipe` (after `warmup` untimed ones), starting from
+/// the masks its modifiers set at step 0, in the scratch run directory `opts.run_dir`
+/// (`shears bench train`; [`super::bench`] prepares the recipe). With `export`, the model
+/// before the first step is exported there in its family's layout.
+pub fn bench_steps(
+    recipe: &Recipe,
+    opts: &EngineOptions,
+    warmup: u64,
+    steps: u64,
+    export: Option<&Path>,
+) -> Result<StepBench, EngineError> {
+    dispatch(
+        recipe,
+        &opts.base_dir,
+        ModelAt::Recipe,
+        Bench {
+            recipe,
+            opts,
+            warmup,
+            steps,
+            export,
+        },
+    )
+}
+
+struct Bench<'a> {
+    recipe: &'a Recipe,
+    opts: &'a EngineOptions,
+    warmup: u64,
+    steps: u64,
+    export: Option<&'a Path>,
+}
+
+impl TaskVisitor for Bench<'_> {
+    type Output = StepBench;
+
+    fn visit<A: Architecture, T: Task<Model = A::Model>>(
+        self,
+        arch: A,
+        task: T,
+    ) -> Result<StepBench, EngineError> {
+        let optimizer = self
+            .recipe
+            .optimizer
+            .clone()
+            .ok_or(EngineError::MissingSection("optimizer"))?;
+        struct Start<'a, A, T> {
+            bench: Bench<'a>,
+            arch: A,
+            task: T,
+        }
+        impl<A: Architecture, T: Task<Model = A::Model>> OptimizerVisitor for Start<'_, A, T> {
+            type Output = Result<StepBench, EngineError>;
+
+            fn visit<O: Optimizer>(self, optim: MaskedOptimizer<O>) -> Self::Output {
+                let b = self.bench;
+                let (model, trainer) =
+                    Trainer::setup(b.recipe, b.opts, self.arch, &self.task, optim)?;
+                trainer.bench(model, b.warmup, b.steps, b.export)
+            }
+        }
+        with_optimizer(
+            &optimizer,
+            Start {
+                bench: self,
+                arch,
+                task,
+            },
+        )?
+    }
 }
 
 /// How many optimizer steps a recipe's run takes on its data.
@@ -1069,34 +1143,7 @@ where
         let timer = Instant::now();
         let lr = self.lr.lr_at(t);
         self.enter_phase(t)?;
-        let micro = self.micro_batch_indices(t);
-        let distilling = self
-            .plan
-            .distill
-            .as_ref()
-            .filter(|d| t >= d.start_step && d.end_step.is_none_or(|e| t < e));
-        let cache_batch = self.training.eval_batch_size.unwrap_or(self.batch_size);
-        let mut source = BatchGradients {
-            task: self.task,
-            device: &self.ad,
-            seed: mix(self.training.seed, t),
-            step: t,
-            epoch: t / self.spe,
-            micro_batches: micro.iter().map(Vec::as_slice).collect(),
-            distill: distilling.map(|plan| Distilling {
-                plan,
-                teacher: &mut self.teacher,
-                plain: &self.plain,
-                cache_batch,
-            }),
-        };
-        let (model, outcome) = self.rule.step(
-            t,
-            model,
-            &mut source as &mut dyn GradientSource<_>,
-            &mut self.optim,
-            lr,
-        )?;
+        let (model, outcome) = self.one_step(model, t)?;
         let secs = timer.elapsed().as_secs_f64();
         if self.step == self.session_start {
             self.first_step_seconds = secs;
@@ -1121,6 +1168,100 @@ where
             pr.step(stats);
         }
         Ok(model)
+    }
+
+    /// Optimizer step `t` on its micro-batches (with distillation while it is active),
+    /// through the step rule.
+    fn one_step(
+        &mut self,
+        model: A::Model,
+        t: u64,
+    ) -> Result<(A::Model, StepOutcome), EngineError> {
+        let lr = self.lr.lr_at(t);
+        let micro = self.micro_batch_indices(t);
+        let distilling = self
+            .plan
+            .distill
+            .as_ref()
+            .filter(|d| t >= d.start_step && d.end_step.is_none_or(|e| t < e));
+        let cache_batch = self.training.eval_batch_size.unwrap_or(self.batch_size);
+        let mut source = BatchGradients {
+            task: self.task,
+            device: &self.ad,
+            seed: mix(self.training.seed, t),
+            step: t,
+            epoch: t / self.spe,
+            micro_batches: micro.iter().map(Vec::as_slice).collect(),
+            distill: distilling.map(|plan| Distilling {
+                plan,
+                teacher: &mut self.teacher,
+                plain: &self.plain,
+                cache_batch,
+            }),
+        };
+        self.rule.step(
+            t,
+            model,
+            &mut source as &mut dyn GradientSource<_>,
+            &mut self.optim,
+            lr,
+        )
+    }
+
+    /// `shears bench train`: the masks of step 0, then `warmup` untimed steps and `steps`
+    /// steps timed as a whole and per phase ([`crate::profile`]); with `export`, the model
+    /// before the masks is exported there first.
+    fn bench(
+        mut self,
+        mut model: A::Model,
+        warmup: u64,
+        steps: u64,
+        export: Option<&Path>,
+    ) -> Result<StepBench, EngineError> {
+        if let Some(dir) = export {
+            self.arch.export(&model.valid(), dir)?;
+        }
+        model = self.update_masks(model, 0)?;
+        let gpu = (!self.opts.device.is_cpu()).then(|| self.ad.clone());
+        let mut out = StepBench {
+            family: self.arch.name(),
+            sparsity: self.optim.masks().sparsity(),
+            sparse_layers: self.sparse.active_layers(),
+            step_seconds: Vec::new(),
+            examples: 0,
+            phases: PhaseTimes::default(),
+            batch_shapes: Vec::new(),
+        };
+        for t in 0..warmup + steps {
+            if t < warmup {
+                model = self.one_step(model, t)?.0;
+                continue;
+            }
+            let epoch = t / self.spe;
+            let shapes = self
+                .micro_batch_indices(t)
+                .iter()
+                .map(|idx| {
+                    self.task
+                        .batch_shape(&self.task.batch(idx, epoch, &self.plain))
+                })
+                .collect();
+            out.batch_shapes.push(shapes);
+            if let Some(d) = &gpu {
+                let _ = d.sync();
+            }
+            let recording = Recording::start(gpu.clone());
+            let timer = Instant::now();
+            let (m, outcome) = self.one_step(model, t)?;
+            if let Some(d) = &gpu {
+                let _ = d.sync();
+            }
+            out.step_seconds.push(timer.elapsed().as_secs_f64());
+            out.phases.add(&recording.finish());
+            out.examples += outcome.examples;
+            model = m;
+        }
+        Ok(out)
     }
 
     fn enter_phase(&mut self, t: u64) -> Result<(), EngineError> {

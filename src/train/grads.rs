@@ -15,6 +15,7 @@ use super::order::mix;
 use super::task::Task;
 use super::teacher::Teacher;
 use crate::distill::{combine, kd_loss};
+use crate::profile::{StepPhase, span};
 use crate::recipe::plan::DistillPlan;
 
 /// The gradients of one optimizer step.
@@ -75,7 +76,11 @@ impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut loss_sum = 0.0f64;
         for idx in &self.micro_batches {
-            let xb = self.task.batch(idx, self.epoch, self.device);
+            let xb = {
+                let _data = span(StepPhase::Data);
+                self.task.batch(idx, self.epoch, self.device)
+            };
+            let forward = span(StepPhase::Forward);
             let outputs = self.task.outputs(model, &xb);
             let task_loss = self.task.loss(model, &outputs, &xb);
             let loss = match &mut self.distill {
@@ -109,8 +114,10 @@ impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
             // Micro-batches are weighted by their size, so accumulation equals one big batch.
             let loss = loss.mul_scalar(idx.len() as f64 / total.max(1) as f64);
             let value = loss.clone().into_scalar::<f64>();
+            drop(forward);
             check_finite_loss(self.step, value)?;
             loss_sum += value;
+            let _backward = span(StepPhase::Backward);
             let grads = GradientsParams::from_grads(loss.backward(), model);
             accumulator.accumulate(model, grads);
         }

@@ -1,9 +1,11 @@
-//! The training engine: the recipe-driven loop ([`engine`]), the tasks it trains
+//! The training engine: the recipe-driven loop ([`engine`]) and its benchmark ([`bench`]), the tasks it trains
 //! ([`task`]), gradient sources ([`grads`]), step rules ([`step`], CrAM in [`cram`], M-FAC in [`mfac`]), masking modifiers and
 //! pruners ([`modifiers`]), the distillation teacher ([`teacher`]), the SparseProp policy
-//! ([`sparse`]), one-shot pruning ([`oneshot`]), exports of runs ([`export`]), the base optimizers ([`optim`]), deterministic data order, checkpoints that
+//! ([`sparse`]), one-shot pruning ([`oneshot`]), exports of runs ([`export`]), the base optimizers ([`optim`], fused AdamW in [`adamw`]), deterministic data order, checkpoints that
 //! a failure cannot corrupt, exclusive seeding of the device RNG ([`crate::rng`]), progress lines and bars, and the run report.
 
+pub mod adamw;
+pub mod bench;
 pub mod checkpoint;
 pub mod cram;
 pub mod curves;

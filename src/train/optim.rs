@@ -7,7 +7,9 @@
 //! decoupled for AdamW exactly as PyTorch orders them; the burn optimizers themselves are
 //! built without decay.
 
-use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig, momentum::MomentumConfig};
+use burn::optim::{AdamConfig, Optimizer, SgdConfig, momentum::MomentumConfig};
+
+use super::adamw::FusedAdamW;
 
 use crate::recipe::sections::{OptimizerKind, OptimizerSection};
 use crate::sparsity::enforce::{MaskedOptimizer, WeightDecay, WeightDecayError};
@@ -49,14 +51,10 @@ fn wrap_with<O: Optimizer>(
 }
 
 /// AdamW with the recipe's values and HF's defaults (eps 1e-8), not burn's (eps 1e-5,
-/// weight decay 1e-4); the decay itself is the masked optimizer's.
+/// weight decay 1e-4); the decay itself is the masked optimizer's. Fused into one pass per
+/// parameter on the CPU backends ([`FusedAdamW`], burn's numbers and state).
 fn adamw(o: &OptimizerSection) -> impl Optimizer {
-    AdamWConfig::new()
-        .with_beta_1(o.betas[0] as f32)
-        .with_beta_2(o.betas[1] as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(0.0)
-        .build()
+    FusedAdamW::new(o.betas[0] as f32, o.betas[1] as f32, o.eps as f32)
 }
 
 fn adam(o: &OptimizerSection) -> impl Optimizer {

@@ -1,6 +1,7 @@
 //! Integration tests of the `shears` crate, one binary: linking burn once instead of once per
 //! file saves minutes on every cold build (see the README's set-up times).
 
+mod bench_train;
 mod cli_infer;
 mod data_batch;
 mod data_image_batch;
@@ -13,6 +14,7 @@ mod export_compressed;
 mod fuzz_inputs;
 mod loss;
 mod metrics_reference;
+mod optim_adamw;
 mod optim_weight_decay;
 mod plot_curves;
 mod quickstart;

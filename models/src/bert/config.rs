@@ -30,7 +30,7 @@ impl HiddenAct {
     pub fn forward<const D: usize>(self, x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
         use burn::tensor::activation as act;
         match self {
-            HiddenAct::Gelu => act::gelu(x),
+            HiddenAct::Gelu => crate::activation::gelu(x),
             HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => act::gelu_approximate(x),
             HiddenAct::Relu => act::relu(x),
             HiddenAct::Silu | HiddenAct::Swish => act::silu(x),

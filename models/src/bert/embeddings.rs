@@ -7,6 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
+use crate::dropout::dropout;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 
 /// The embedding block of BERT (HF `BertEmbeddings`, absolute positions).
@@ -57,6 +58,6 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.dropout.forward(self.LayerNorm.forward(x))
+        dropout(&self.dropout, self.LayerNorm.forward(x))
     }
 }

@@ -11,6 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{BertConfig, HiddenAct};
+use crate::dropout::dropout;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear::{PrunableLinear, PrunableLinearConfig};
 use crate::sparseprop::layout::LayoutError;
@@ -66,7 +67,7 @@ impl BertSelfAttention {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = dropout(&self.dropout, softmax(scores, 3));
         probs
             .matmul(v)
             .swap_dims(1, 2)
@@ -98,7 +99,7 @@ impl BertResidualOutput {
     /// `LayerNorm(dropout(dense(x)) + residual)`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         self.LayerNorm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+            .forward(dropout(&self.dropout, self.dense.forward(x)) + residual)
     }
 }
 

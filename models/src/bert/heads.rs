@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor};
 use super::config::{BertConfig, ProblemType};
 use super::encoder::bert_linear;
 use super::model::{BertInput, BertModel};
+use crate::dropout::dropout;
 use crate::linear::PrunableLinear;
 
 /// HF `BertForSequenceClassification`: pooled output, dropout, `classifier` linear.
@@ -70,7 +71,7 @@ impl BertForSequenceClassification {
             .pooler_output
             .expect("BertForSequenceClassification::new always builds a pooler");
         SequenceClassifierOutput {
-            logits: self.classifier.forward(self.dropout.forward(pooled)),
+            logits: self.classifier.forward(dropout(&self.dropout, pooled)),
         }
     }
 

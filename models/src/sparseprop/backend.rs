@@ -44,7 +44,7 @@ pub trait SparsePropBackend: Backend {
 }
 
 /// Reads a CPU primitive as an f32 vector (converting other float dtypes) and its shape.
-fn read<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
+pub(crate) fn read<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
     let shape = t.shape().as_slice().to_vec();
     let mut fut = pin!(B::float_into_data(t));
     let mut cx = Context::from_waker(Waker::noop());
@@ -66,7 +66,25 @@ fn read<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
     (vec, shape)
 }
 
-fn write<B: Backend>(v: Vec<f32>, shape: Vec<usize>, device: &B::Device) -> FloatTensor<B> {
+/// Runs `f` on a CPU primitive's values as f32: borrowed without a copy from a contiguous f32
+/// Flex tensor (autodiff keeps inputs alive for the backward, so `read` would copy them),
+/// read (copied, converted) otherwise.
+pub(crate) fn with_values<B: Backend, R>(t: &FloatTensor<B>, f: impl FnOnce(&[f32]) -> R) -> R {
+    if let Some(flex) = (t as &dyn std::any::Any).downcast_ref::<burn_flex::FlexTensor>()
+        && let Some(v) = flex.as_slice::<f32>()
+    {
+        return f(v);
+    }
+    let (v, _) = read::<B>(t.clone());
+    f(&v)
+}
+
+/// A CPU primitive of `shape` holding `v`.
+pub(crate) fn write<B: Backend>(
+    v: Vec<f32>,
+    shape: Vec<usize>,
+    device: &B::Device,
+) -> FloatTensor<B> {
     B::float_from_data(TensorData::new(v, shape), device)
 }
 

@@ -1,18 +1,17 @@
-//! Layer benchmarks: SparseProp kernels against burn dense on the same device, in the same
-//! run, interleaved and repeated (medians). Used by `shears bench sparseprop` and the
-//! criterion bench.
+//! Layer benchmarks: SparseProp kernels against the dense path the layers run otherwise (burn's
+//! matmul for linears, [`dense_conv2d`] for convs) on the same device, in the same run,
+//! interleaved and repeated (medians). Used by `shears bench sparseprop` and the criterion bench.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::Serialize;
 
 use super::conv::Conv2dGeometry;
 use super::layout::SparsePattern;
 use super::ops::{SparseWeight, sparse_conv2d, sparse_linear};
+use crate::conv_gemm::dense_conv2d;
 
 /// A layer shape to benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +160,7 @@ pub struct BenchRow {
     pub sparsity: f64,
     /// `fwd` or `bwd`.
     pub pass: Pass,
-    /// Median burn dense time (ms).
+    /// Median dense time (ms): burn's matmul for linears, the im2col + GEMM conv for convs.
     pub dense_ms: f64,
     /// Median SparseProp time (ms).
     pub sparse_ms: f64,
@@ -288,15 +287,14 @@ fn conv_timers(
         &dev,
     );
     let xa = Tensor::<4>::from_data(x.to_data(), &ad);
-    let opts = ConvOptions::new([geom.stride; 2], [geom.padding; 2], [1, 1], 1);
-    let (x1, x2, xa2, o1, o2) = (x.clone(), x, xa.clone(), opts.clone(), opts);
+    let (x1, x2, xa2) = (x.clone(), x, xa.clone());
     [
-        Box::new(move || ms(|| drop(conv2d(x1.clone(), wd1.clone(), None, o1.clone())))),
+        Box::new(move || ms(|| drop(dense_conv2d(x1.clone(), wd1.clone(), None, &geom)))),
         Box::new(move || ms(|| drop(sparse_conv2d(x2.clone(), &w_fwd, None, &geom)))),
         Box::new(move || {
             let x = xa.clone().require_grad();
             let w = wa.clone().require_grad();
-            let y = conv2d(x, w, None, o2.clone()).sum();
+            let y = dense_conv2d(x, w, None, &geom).sum();
             ms(|| drop(y.backward()))
         }),
         Box::new(move || {

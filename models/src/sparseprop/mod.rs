@@ -10,7 +10,7 @@
 //!   any device (dense masked fallback off the CPU backends).
 //! * [`layers`]: the burn modules [`SparseLinear`] and [`SparseConv2d`].
 //! * [`select`]: measured dense/sparse auto-selection.
-//! * [`bench`]: layer benchmarks against burn dense.
+//! * [`bench`]: layer benchmarks against the dense path.
 
 pub mod backend;
 pub mod bench;

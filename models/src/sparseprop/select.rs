@@ -15,6 +15,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use super::conv::Conv2dGeometry;
 use super::layout::SparsePattern;
 use super::ops::{SparseWeight, is_sparse_cpu_device, sparse_conv2d, sparse_linear};
+use crate::conv_gemm::dense_conv2d;
 
 /// How a sparse layer executes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -186,10 +187,8 @@ pub fn decide_conv2d(
             .reshape([geom.out_channels, geom.in_channels, k, k])
             .detach()
             .require_grad();
-        let opts =
-            burn::tensor::ops::ConvOptions::new([geom.stride; 2], [geom.padding; 2], [1, 1], 1);
         let dense = time_ms(REPS, || {
-            let y = burn::tensor::module::conv2d(x.clone(), dense_w.clone(), None, opts.clone());
+            let y = dense_conv2d(x.clone(), dense_w.clone(), None, geom);
             let _ = y.sum().backward();
         });
         let sparse = time_ms(REPS, || {

@@ -2,12 +2,16 @@
 //! file saves minutes on every cold build.
 #![allow(deprecated)] // Device::ndarray is deprecated in burn 0.22 but supported.
 
+mod batch_norm_cpu;
 mod bert_common;
 mod bert_heads;
 mod bert_parity;
 mod bert_source;
 mod bert_sparse;
 mod bert_tokenizer;
+mod conv_gemm;
+mod dropout;
+mod gelu;
 mod prunable_conv;
 mod resnet_common;
 mod resnet_parity;

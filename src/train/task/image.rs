@@ -103,6 +103,10 @@ impl<M: ImageClassifier> Task for ImageClassificationTask<M> {
             .expect("images and normalisation were checked when the task was built")
     }
 
+    fn batch_shape(&self, batch: &Self::Batch) -> Vec<usize> {
+        batch.images.dims().to_vec()
+    }
+
     fn outputs(&self, model: &M, batch: &ImageBatch) -> Outputs {
         Outputs::logits(model.logits(batch.images.clone()))
     }

@@ -123,6 +123,9 @@ pub trait Task {
     /// `device`. Any randomness (augmentation) is a function of the run's seed, `epoch`
     /// and the example index only, so a resumed run sees the same batches.
     fn batch(&self, indices: &[usize], epoch: u64, device: &Device) -> Self::Batch;
+    /// The shape of the batch's main input (tokens `[batch, length]`, images
+    /// `[batch, channels, height, width]`), for benchmarks and reference scripts.
+    fn batch_shape(&self, batch: &Self::Batch) -> Vec<usize>;
     /// What the model outputs for `batch` (the heads distillation can use).
     fn outputs(&self, model: &Self::Model, batch: &Self::Batch) -> Outputs;
     /// The task loss of `outputs` on `batch`.

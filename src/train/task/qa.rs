@@ -130,6 +130,10 @@ impl Task for QuestionAnsweringTask {
         self.batcher.batch(items, device)
     }
 
+    fn batch_shape(&self, batch: &Self::Batch) -> Vec<usize> {
+        batch.input_ids.dims().to_vec()
+    }
+
     fn outputs(&self, model: &Self::Model, batch: &SquadBatch) -> Outputs {
         let out = model.forward(&Self::input(batch));
         Outputs {

@@ -355,6 +355,10 @@ impl Task for SequenceClassificationTask {
         self.batcher.batch(items, device)
     }
 
+    fn batch_shape(&self, batch: &Self::Batch) -> Vec<usize> {
+        batch.input_ids.dims().to_vec()
+    }
+
     fn outputs(&self, model: &Self::Model, batch: &TextBatch) -> Outputs {
         Outputs::logits(model.forward(&Self::input(batch)).logits)
     }

@@ -1,0 +1,188 @@
+//! The im2col + GEMM conv2d (`shears_models::conv_gemm`) against a direct f64 convolution:
+//! forward, `dX`, `dW` and the bias gradient, over seeded random shapes and the edge cases
+//! (1×1 pointwise, stride 2 with and without padding, padding wider than the kernel reach,
+//! a kernel exactly as large as the padded input, batch 1 and batches larger than the
+//! thread count), on both CPU backends, with and without a gradient for the input.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use shears_models::conv_gemm::dense_conv2d;
+use shears_models::sparseprop::conv::Conv2dGeometry;
+
+/// `(batch, c_in, c_out, h, w, k, stride, pad)`.
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() + 0.5) * n as f32) as usize % n
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut v: Vec<Case> = vec![
+        (3, 4, 5, 8, 8, 1, 1, 0),   // pointwise: the image is its own column matrix
+        (1, 4, 5, 7, 9, 1, 2, 0),   // 1×1 stride 2 (the torchvision downsample)
+        (4, 3, 6, 9, 7, 3, 1, 1),   // the ResNet 3×3
+        (5, 3, 2, 9, 10, 3, 2, 1),  // stride 2, odd and even sides
+        (2, 2, 3, 5, 5, 3, 1, 3),   // padding wider than the kernel reaches: zero border
+        (2, 2, 3, 3, 4, 5, 1, 1),   // kernel as tall as the padded input: one output row
+        (1, 6, 4, 11, 11, 7, 2, 3), // the torchvision stem, batch 1 (parallel GEMM path)
+        (3, 1, 1, 1, 1, 3, 1, 1),   // one pixel
+    ];
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..12 {
+        let k = [1, 2, 3, 5][r.below(4)];
+        let pad = r.below(k + 1);
+        let stride = 1 + r.below(3);
+        let h = (k + r.below(9)).saturating_sub(2 * pad).max(1);
+        let w = (k + r.below(9)).saturating_sub(2 * pad).max(1);
+        v.push((
+            1 + r.below(5),
+            1 + r.below(6),
+            1 + r.below(7),
+            h,
+            w,
+            k,
+            stride,
+            pad,
+        ));
+    }
+    v
+}
+
+/// Direct convolution in f64: `(y, dx, dw, db)` for upstream gradient `g`.
+#[allow(clippy::type_complexity)]
+fn reference(c: Case, x: &[f32], wt: &[f32], b: &[f32], g: &[f32]) -> [Vec<f64>; 4] {
+    let (n, ci, co, h, w, k, s, p) = c;
+    let oh = (h + 2 * p - k) / s + 1;
+    let ow = (w + 2 * p - k) / s + 1;
+    let mut y = vec![0.0f64; n * co * oh * ow];
+    let mut dx = vec![0.0f64; n * ci * h * w];
+    let mut dw = vec![0.0f64; co * ci * k * k];
+    let mut db = vec![0.0f64; co];
+    for bi in 0..n {
+        for o in 0..co {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let yi = ((bi * co + o) * oh + oy) * ow + ox;
+                    let gy = g[yi] as f64;
+                    let mut acc = b[o] as f64;
+                    db[o] += gy;
+                    for c_ in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                    continue;
+                                }
+                                let xi = ((bi * ci + c_) * h + iy - p) * w + ix - p;
+                                let wi = ((o * ci + c_) * k + ky) * k + kx;
+                                acc += x[xi] as f64 * wt[wi] as f64;
+                                dx[xi] += wt[wi] as f64 * gy;
+                                dw[wi] += x[xi] as f64 * gy;
+                            }
+                        }
+                    }
+                    y[yi] = acc;
+                }
+            }
+        }
+    }
+    [y, dx, dw, db]
+}
+
+fn close(what: &str, c: Case, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what} {c:?}: length");
+    for (i, (&a, &e)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a as f64 - e).abs() <= 1e-4 * e.abs().max(1.0),
+            "{what} {c:?}[{i}]: {a} vs {e}"
+        );
+    }
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
+}
+
+fn check(device: &Device, c: Case, input_grad: bool, seed: u64) {
+    let (n, ci, co, h, w, k, s, p) = c;
+    let mut r = Rng(seed | 1);
+    let (xv, wv, bv) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k), r.vec(co));
+    let oh = (h + 2 * p - k) / s + 1;
+    let ow = (w + 2 * p - k) / s + 1;
+    let gv = r.vec(n * co * oh * ow);
+    let [y_ref, dx_ref, dw_ref, db_ref] = reference(c, &xv, &wv, &bv, &gv);
+
+    let ad = device.clone().autodiff();
+    let mut x = Tensor::<4>::from_data(TensorData::new(xv, [n, ci, h, w]), &ad);
+    if input_grad {
+        x = x.require_grad();
+    }
+    let wt = Tensor::<4>::from_data(TensorData::new(wv, [co, ci, k, k]), &ad).require_grad();
+    let b = Tensor::<1>::from_data(TensorData::new(bv, [co]), &ad).require_grad();
+    let g = Tensor::<4>::from_data(TensorData::new(gv, [n, co, oh, ow]), &ad);
+    let geom = Conv2dGeometry {
+        in_channels: ci,
+        out_channels: co,
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
+    let y = dense_conv2d(x.clone(), wt.clone(), Some(b.clone()), &geom);
+    assert_eq!(y.dims(), [n, co, oh, ow], "{c:?}: output shape");
+    let grads = (y.clone() * g).sum().backward();
+    close("y", c, &values(y.inner()), &y_ref);
+    close("dW", c, &values(wt.grad(&grads).unwrap()), &dw_ref);
+    close("db", c, &values(b.grad(&grads).unwrap()), &db_ref);
+    match x.grad(&grads) {
+        Some(dx) => close("dX", c, &values(dx), &dx_ref),
+        None => assert!(!input_grad, "{c:?}: no dX although the input requires it"),
+    }
+}
+
+#[test]
+fn forward_and_gradients_equal_a_direct_convolution() {
+    for (i, c) in cases().into_iter().enumerate() {
+        check(&Device::flex(), c, true, 17 + i as u64);
+        check(&Device::flex(), c, false, 31 + i as u64);
+    }
+}
+
+#[test]
+fn the_ndarray_backend_runs_the_same_path() {
+    for (i, c) in cases().into_iter().take(4).enumerate() {
+        check(&Device::ndarray(), c, true, 101 + i as u64);
+    }
+}
+
+#[test]
+fn without_autodiff_the_forward_alone_is_right() {
+    let c: Case = (3, 4, 6, 9, 7, 3, 1, 1);
+    let (n, ci, co, h, w, k, s, p) = c;
+    let mut r = Rng(7);
+    let (xv, wv) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k));
+    let g = vec![0.0; n * co * h * w];
+    let [y_ref, ..] = reference(c, &xv, &wv, &vec![0.0; co], &g);
+    let device = Device::flex();
+    let x = Tensor::<4>::from_data(TensorData::new(xv, [n, ci, h, w]), &device);
+    let wt = Tensor::<4>::from_data(TensorData::new(wv, [co, ci, k, k]), &device);
+    let geom = Conv2dGeometry {
+        in_channels: ci,
+        out_channels: co,
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
+    close("y", c, &values(dense_conv2d(x, wt, None, &geom)), &y_ref);
+}

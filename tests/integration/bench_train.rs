@@ -1,0 +1,158 @@
+//! `shears bench train`: the benchmarked step is the recipe's own step (the same batches in
+//! every mode), the masked modes hold exactly the asked sparsity, SparseProp runs where
+//! asked and nowhere else, the phases add up to no more than the step, and bad requests
+//! are errors.
+
+use std::path::Path;
+use std::process::Command;
+
+use shears::device::DeviceKind;
+use shears::recipe::Recipe;
+use shears::train::bench::{BenchError, StepMode, bench_mode, bench_recipe};
+use shears::train::engine::EngineOptions;
+
+use crate::train_engine::{same_safetensors, tiny_recipe};
+
+fn options(dir: &Path) -> EngineOptions {
+    std::fs::create_dir_all(dir).unwrap();
+    EngineOptions {
+        run_dir: dir.to_path_buf(),
+        device: DeviceKind::Flex,
+        resume: false,
+        base_dir: ".".into(),
+        stop_after: None,
+        interrupt: None,
+    }
+}
+
+#[test]
+fn modes_share_batches_and_hold_the_asked_sparsity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (recipe, model, _) = tiny_recipe(tmp.path());
+    let export = tmp.path().join("reference");
+    let modes = [StepMode::Dense, StepMode::Masked, StepMode::Sparseprop];
+    let benches: Vec<_> = modes
+        .iter()
+        .map(|&mode| {
+            let opts = options(&tmp.path().join(mode.name()));
+            let to = (mode == StepMode::Dense).then_some(export.as_path());
+            bench_mode(&recipe, &opts, mode, 0.9, 1, 3, to).unwrap()
+        })
+        .collect();
+    // The tiny BERT's pruned parameters: 2 layers × (4 × 32·32 + 2 × 32·64) = 16,384 weights,
+    // 90 % of which is 14,745.6: 14,746 zeros.
+    let exact = 14_746.0 / 16_384.0;
+    for (mode, b) in modes.iter().zip(&benches) {
+        assert_eq!(b.family, "bert");
+        assert_eq!(b.step_seconds.len(), 3, "{mode:?}");
+        // Batch size 8, two micro-batches per step.
+        assert_eq!(b.examples, 3 * 2 * 8, "{mode:?}");
+        assert_eq!(b.batch_shapes.len(), 3);
+        for step in &b.batch_shapes {
+            assert_eq!(step.len(), 2);
+            for s in step {
+                assert!(
+                    s.len() == 2 && s[0] == 8 && (1..=32).contains(&s[1]),
+                    "{s:?}"
+                );
+            }
+        }
+        assert_eq!(
+            b.batch_shapes, benches[0].batch_shapes,
+            "{mode:?}: other batches"
+        );
+        let wall: f64 = b.step_seconds.iter().sum();
+        assert!(
+            b.phases.total() <= wall + 1e-9,
+            "{mode:?}: {:?} > {wall}",
+            b.phases
+        );
+        use shears::profile::StepPhase::*;
+        for phase in [Data, Forward, Backward, Clip, Optimizer] {
+            assert!(b.phases.get(phase) > 0.0, "{mode:?}: no time in {phase:?}");
+        }
+    }
+    let [dense, masked, sparse] = &benches[..] else {
+        panic!("three modes ran")
+    };
+    assert_eq!((dense.sparsity, dense.sparse_layers), (0.0, 0));
+    assert!(
+        (masked.sparsity - exact).abs() < 1e-12,
+        "{}",
+        masked.sparsity
+    );
+    assert_eq!(masked.sparse_layers, 0);
+    assert!(
+        (sparse.sparsity - exact).abs() < 1e-12,
+        "{}",
+        sparse.sparsity
+    );
+    // The 12 pruned linears (q, k, v, attention output, intermediate, output; 2 layers).
+    assert_eq!(sparse.sparse_layers, 12);
+    // The reference model is the recipe's model as the first step sees it.
+    assert!(same_safetensors(
+        &model.join("model.safetensors"),
+        &export.join("model.safetensors")
+    ));
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (recipe, _, path) = tiny_recipe(tmp.path());
+    assert!(matches!(
+        bench_recipe(&recipe, StepMode::Masked, 1.0, 4),
+        Err(BenchError::Sparsity(_))
+    ));
+    // Without pruning modifiers, dense works and the sparse modes say what is missing.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let unpruned = tmp.path().join("dense.yaml");
+    let cut = text.find("pruning_modifiers:").unwrap();
+    let rest = &text[cut..];
+    let end = rest.find("distillation_modifiers:").unwrap();
+    std::fs::write(&unpruned, format!("{}{}", &text[..cut], &rest[end..])).unwrap();
+    let dense = Recipe::load(&unpruned, &[]).unwrap();
+    let r = bench_recipe(&dense, StepMode::Dense, 0.9, 4).unwrap();
+    assert!(r.model.unwrap().teacher.is_none());
+    assert_eq!(r.training.unwrap().max_steps, Some(4));
+    let e = bench_recipe(&dense, StepMode::Sparseprop, 0.9, 4).unwrap_err();
+    assert!(matches!(e, BenchError::NothingPruned { .. }), "{e}");
+    assert!(e.to_string().contains("dense.yaml"), "{e}");
+    // The CLI: a non-zero exit naming the parameter.
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["bench", "train"])
+        .arg(&path)
+        .args(["--steps", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--steps"));
+}
+
+#[test]
+fn cli_prints_one_row_per_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, path) = tiny_recipe(tmp.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["bench", "train"])
+        .arg(&path)
+        .args(["--steps", "2", "--warmup", "0", "--modes", "dense,masked"])
+        .args(["--sparsity", "0.5", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["mode"], "dense");
+    assert_eq!(rows[1]["mode"], "masked");
+    // 8,192 zeros of 16,384.
+    assert_eq!(rows[1]["sparsity"], 0.5);
+    assert_eq!(rows[0]["steps"], 2);
+    assert_eq!(v["batch_shapes"].as_array().unwrap().len(), 2);
+    assert!(v["pytorch"].is_null());
+}
