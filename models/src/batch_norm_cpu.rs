@@ -198,35 +198,26 @@ fn normalize_on<B: Backend>(
     write::<B>(y, shape, &device)
 }
 
-impl BatchNormBackend for Flex {
-    fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        stats_on::<Self>(x)
-    }
-    fn bn_normalize(
-        x: FloatTensor<Self>,
-        s: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        normalize_on::<Self>(x, s, w, b, eps)
-    }
+macro_rules! cpu_backend {
+    ($($backend:ty),*) => {$(
+        impl BatchNormBackend for $backend {
+            fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                stats_on::<Self>(x)
+            }
+            fn bn_normalize(
+                x: FloatTensor<Self>,
+                s: FloatTensor<Self>,
+                w: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                eps: f64,
+            ) -> FloatTensor<Self> {
+                normalize_on::<Self>(x, s, w, b, eps)
+            }
+        }
+    )*};
 }
 
-impl BatchNormBackend for NdArray {
-    fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        stats_on::<Self>(x)
-    }
-    fn bn_normalize(
-        x: FloatTensor<Self>,
-        s: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        normalize_on::<Self>(x, s, w, b, eps)
-    }
-}
+cpu_backend!(Flex, NdArray);
 
 /// Backward of [`BatchNormBackend::bn_normalize`].
 #[derive(Debug)]

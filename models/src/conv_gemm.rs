@@ -141,6 +141,17 @@ fn im2col(d: &ConvDims, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// The column matrix `[IC·K·K, OH·OW]` of one image: the image itself for a pointwise
+/// kernel, else built in `col`.
+fn columns<'a>(d: &ConvDims, x: &'a [f32], col: &'a mut Vec<f32>) -> &'a [f32] {
+    if d.pointwise() {
+        return x;
+    }
+    col.resize(d.cols() * d.spatial(), 0.0);
+    im2col(d, x, col);
+    col
+}
+
 /// Adds the column-matrix gradient `col: [IC·K·K, OH·OW]` back onto one image's `dx: [IC, H, W]`.
 fn col2im(d: &ConvDims, col: &[f32], dx: &mut [f32]) {
     let (k, s, p, ohw) = (d.k, d.stride, d.pad, d.spatial());
@@ -270,13 +281,7 @@ pub fn forward(d: &ConvDims, x: &[f32], w: &[f32]) -> Vec<f32> {
         return y;
     }
     let image = |x_b: &[f32], y_b: &mut [f32], col: &mut Vec<f32>, par| {
-        let rhs = if d.pointwise() {
-            x_b
-        } else {
-            col.resize(cols * ohw, 0.0);
-            im2col(d, x_b, col);
-            col
-        };
+        let rhs = columns(d, x_b, col);
         let lhs = View::rows(w, cols);
         matmul(
             (d.c_out, ohw, cols),
@@ -354,14 +359,7 @@ pub fn weight_grad(d: &ConvDims, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let len = d.c_out * cols;
     // dW += dy_b · col_bᵀ: [OC, OH·OW] · [OH·OW, IC·K·K].
     let image = |x_b: &[f32], dy_b: &[f32], dw: &mut [f32], col: &mut Vec<f32>, add, par| {
-        let cols_of = if d.pointwise() {
-            x_b
-        } else {
-            col.resize(cols * ohw, 0.0);
-            im2col(d, x_b, col);
-            col
-        };
-        let rhs = View::transposed(cols_of, ohw);
+        let rhs = View::transposed(columns(d, x_b, col), ohw);
         matmul(
             (d.c_out, cols, ohw),
             dw,

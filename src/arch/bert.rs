@@ -256,14 +256,25 @@ impl<M: BertWithEncoder> Architecture for BertFamily<M> {
     }
 
     fn set_sparse(&self, model: &mut M, threshold: f64, execution: Execution) -> Vec<SparseLayer> {
-        let encoder = model.encoder_mut();
-        let mut out = Vec::new();
-        for (i, layer) in encoder.layer.iter_mut().enumerate() {
-            for (linear, suffix) in layer.linears_mut().into_iter().zip(LAYER_LINEARS) {
-                let name = format!("{}encoder.layer.{i}.{suffix}.weight", M::PREFIX);
-                out.extend(switch_layer(name, linear, threshold, execution));
-            }
-        }
-        out
+        sparsify_encoder(model, threshold, execution)
     }
+}
+
+/// Switches every encoder linear of `model` whose weight is at least `threshold` sparse to
+/// the SparseProp kernels with `execution`, and every other one to the dense path (what
+/// [`Architecture::set_sparse`] does for BERT; `shears infer` calls it on a loaded model).
+pub fn sparsify_encoder<M: BertWithEncoder>(
+    model: &mut M,
+    threshold: f64,
+    execution: Execution,
+) -> Vec<SparseLayer> {
+    let encoder = model.encoder_mut();
+    let mut out = Vec::new();
+    for (i, layer) in encoder.layer.iter_mut().enumerate() {
+        for (linear, suffix) in layer.linears_mut().into_iter().zip(LAYER_LINEARS) {
+            let name = format!("{}encoder.layer.{i}.{suffix}.weight", M::PREFIX);
+            out.extend(switch_layer(name, linear, threshold, execution));
+        }
+    }
+    out
 }

@@ -19,6 +19,9 @@ pub enum BenchCommand {
     /// A recipe's real training step (model, data, optimizer), dense, masked and on
     /// SparseProp, per phase, with a PyTorch reference in the same run (`--pytorch`).
     Train(super::bench_train::TrainArgs),
+    /// BERT inference (the encoder forward), dense and on SparseProp, per batch size, with
+    /// a PyTorch reference in the same run (`--pytorch`).
+    Infer(super::bench_infer::InferArgs),
 }
 
 /// Options of `shears bench mfac`.
@@ -89,6 +92,7 @@ pub fn execute(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Topk(args) => topk(args),
         BenchCommand::Mfac(args) => mfac(args),
         BenchCommand::Train(args) => super::bench_train::train(args),
+        BenchCommand::Infer(args) => super::bench_infer::infer(args),
     }
 }
 

@@ -374,8 +374,8 @@ pub struct TrainingSection {
     pub label_smoothing: f64,
 }
 
-/// `training.sparseprop`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+/// `training.sparseprop` (and `shears infer --sparseprop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SparsePropMode {
     /// Sparse kernels on CPU devices for layers sparse enough.

@@ -111,6 +111,16 @@ fn close(what: &str, c: Case, got: &[f32], want: &[f64]) {
     }
 }
 
+fn geometry((_, ci, co, _, _, k, s, p): Case) -> Conv2dGeometry {
+    Conv2dGeometry {
+        in_channels: ci,
+        out_channels: co,
+        kernel: k,
+        stride: s,
+        padding: p,
+    }
+}
+
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().unwrap()
 }
@@ -132,13 +142,7 @@ fn check(device: &Device, c: Case, input_grad: bool, seed: u64) {
     let wt = Tensor::<4>::from_data(TensorData::new(wv, [co, ci, k, k]), &ad).require_grad();
     let b = Tensor::<1>::from_data(TensorData::new(bv, [co]), &ad).require_grad();
     let g = Tensor::<4>::from_data(TensorData::new(gv, [n, co, oh, ow]), &ad);
-    let geom = Conv2dGeometry {
-        in_channels: ci,
-        out_channels: co,
-        kernel: k,
-        stride: s,
-        padding: p,
-    };
+    let geom = geometry(c);
     let y = dense_conv2d(x.clone(), wt.clone(), Some(b.clone()), &geom);
     assert_eq!(y.dims(), [n, co, oh, ow], "{c:?}: output shape");
     let grads = (y.clone() * g).sum().backward();
@@ -169,7 +173,7 @@ fn the_ndarray_backend_runs_the_same_path() {
 #[test]
 fn without_autodiff_the_forward_alone_is_right() {
     let c: Case = (3, 4, 6, 9, 7, 3, 1, 1);
-    let (n, ci, co, h, w, k, s, p) = c;
+    let (n, ci, co, h, w, k, _, _) = c;
     let mut r = Rng(7);
     let (xv, wv) = (r.vec(n * ci * h * w), r.vec(co * ci * k * k));
     let g = vec![0.0; n * co * h * w];
@@ -177,12 +181,10 @@ fn without_autodiff_the_forward_alone_is_right() {
     let device = Device::flex();
     let x = Tensor::<4>::from_data(TensorData::new(xv, [n, ci, h, w]), &device);
     let wt = Tensor::<4>::from_data(TensorData::new(wv, [co, ci, k, k]), &device);
-    let geom = Conv2dGeometry {
-        in_channels: ci,
-        out_channels: co,
-        kernel: k,
-        stride: s,
-        padding: p,
-    };
-    close("y", c, &values(dense_conv2d(x, wt, None, &geom)), &y_ref);
+    close(
+        "y",
+        c,
+        &values(dense_conv2d(x, wt, None, &geometry(c))),
+        &y_ref,
+    );
 }
