@@ -4,8 +4,8 @@
 //! BERT with Hugging Face fidelity, ResNets, weight I/O, the SparseProp backend
 //! extension (sparse CPU kernels with a custom autodiff backward and a dense
 //! fallback on GPU backends), and CPU kernels for the ops burn is slow at here: BERT's GELU
-//! and dropout, the ResNets' dense conv2d (im2col + GEMM) and training-mode batch norm
-//! (same extension mechanism, burn's ops on GPUs).
+//! and dropout, the ResNets' dense conv2d (im2col + GEMM) and training-mode batch norm, the
+//! gradient norm of clipping (same extension mechanism, burn's ops on GPUs).
 //!
 //! This crate knows nothing of recipes, schedules or training: those live in `shears`.
 
@@ -19,6 +19,7 @@ pub mod conv_gemm;
 pub mod dropout;
 pub mod layer_norm;
 pub mod linear;
+pub mod reduce;
 pub mod resnet;
 pub mod sparseprop;
 pub mod weights;

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, Optimizer, StateSink, StateSource};
 use burn::tensor::{Device, Tensor, TensorData};
+use shears_models::reduce::sum_of_squares;
 
 use super::mask::{Mask, MaskError, MaskSet, read_values};
 use super::params::{BurnPaths, ParamNaming, PathStack, list_params};
@@ -278,7 +279,7 @@ impl ModuleVisitor for GradMasker<'_> {
             grad = grad.clone() * self.cache.get(&name, mask, &grad);
         }
         if let Some(squares) = self.squares.as_mut() {
-            squares.push(grad.clone().powi_scalar(2).sum());
+            squares.push(sum_of_squares(grad.clone()));
         }
         self.grads.register::<D>(param.id, grad);
     }
