@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use shears::arch::bert::sparsify_encoder;
 use shears::device::DeviceKind;
+use shears::train::bench::median;
 use shears::train::sparse::DEFAULT_MIN_SPARSITY;
 use shears_models::bert::{BertInput, BertModel, ModelSource, load_pretrained};
 use shears_models::sparseprop::select::Execution;
@@ -126,11 +127,6 @@ fn input(
     Ok(BertInput::from_rows(&ids, &zeros, &ones, device)?)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Median milliseconds of `reps` forward passes (after two warm-up), output read back.
 fn time_forward(model: &BertModel, x: &BertInput, reps: usize) -> f64 {
     let run = || {
@@ -139,15 +135,14 @@ fn time_forward(model: &BertModel, x: &BertInput, reps: usize) -> f64 {
     };
     run();
     run();
-    median(
-        (0..reps)
-            .map(|_| {
-                let t = Instant::now();
-                run();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            run();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(&times)
 }
 
 /// Runs `shears bench infer`.
@@ -177,6 +172,9 @@ pub fn infer(args: InferArgs) -> anyhow::Result<()> {
     let mut p = load_pretrained::<BertModel>(&files, &device)
         .with_context(|| format!("--model {}", args.model))?;
     let (vocab, max_len) = (p.config.vocab_size, p.config.max_position_embeddings);
+    if vocab == 0 {
+        bail!("--model {}: the config's vocab_size is 0", args.model);
+    }
     if args.seq == 0 || args.seq > max_len {
         bail!(
             "--seq {}: expected 1 to {max_len} (the model's max_position_embeddings)",
