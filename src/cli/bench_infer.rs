@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use clap::Args;
 use serde::Deserialize;
 use shears::arch::bert::sparsify_encoder;
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::train::bench::median;
 use shears::train::sparse::DEFAULT_MIN_SPARSITY;
 use shears_models::bert::{BertInput, BertModel, ModelSource, load_pretrained};
@@ -40,9 +40,9 @@ pub struct InferArgs {
     /// Weight sparsity from which an encoder linear runs SparseProp.
     #[arg(long, default_value_t = DEFAULT_MIN_SPARSITY)]
     pub min_sparsity: f64,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
-    pub device: DeviceKind,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N].
+    #[arg(long, default_value_t = DeviceSpec::FLEX)]
+    pub device: DeviceSpec,
     /// Also time the same forward passes in PyTorch: run this script with `python3` (CPU,
     /// as many threads as shears uses). The repository's script is `benches/infer_torch.py`
     /// (needs `torch` and `transformers`).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::Override;
 use shears::train::bench::{BenchRow, ReferenceSpec, StepMode, bench_mode};
 use shears::train::engine::EngineOptions;
@@ -27,9 +27,9 @@ pub struct TrainArgs {
     /// The modes, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StepMode::Dense, StepMode::Masked, StepMode::Sparseprop])]
     pub modes: Vec<StepMode>,
-    /// Where to compute (overrides the recipe's `device`).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceKind>,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N] (overrides the recipe's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
     /// Override a variable or a section key, as `shears run --set` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,

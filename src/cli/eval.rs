@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::Override;
 use shears::train::engine::evaluate_model;
 
@@ -28,9 +28,9 @@ pub struct EvalArgs {
     /// Override a variable or a section key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
-    /// Where to compute (overrides the recipe's `device`).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceKind>,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N] (overrides the recipe's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
 /// Runs `shears eval`.

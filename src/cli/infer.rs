@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use shears::arch::bert::{BertWithEncoder, sparsify_encoder};
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::sections::SparsePropMode;
 use shears::train::sparse::DEFAULT_MIN_SPARSITY;
 use shears_models::bert::{
@@ -43,9 +43,9 @@ pub struct InferArgs {
     /// Input file: one `{"text": ..., "text_pair"?: ...}` object per line.
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
-    pub device: DeviceKind,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N].
+    #[arg(long, default_value_t = DeviceSpec::FLEX)]
+    pub device: DeviceSpec,
     /// SparseProp for the encoder linears at least `--sparseprop-min-sparsity` sparse:
     /// `on` runs them on the sparse kernels (CPU devices; others take the dense masked path),
     /// `auto` does so on CPU devices only, `off` (the default) keeps them dense. Outputs equal

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::obs::ObsStructure;
 use shears::recipe::Override;
 use shears::recipe::modifiers::NmPattern;
@@ -109,9 +109,9 @@ pub struct PruneArgs {
     /// Override a variable or a section key of the recipe (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
-    /// Where to compute (overrides the recipe's `device`).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceKind>,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N] (overrides the recipe's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
 }
 
 /// `--bn-momentum`: a momentum in (0, 1], or a plain average.

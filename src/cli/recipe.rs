@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use std::path::Path;
 
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::{Override, Recipe, check};
 use shears::run_dir::RunDir;
 use shears::train::engine::{EngineOptions, RunEnd, run, step_plan};
@@ -49,8 +49,8 @@ pub struct CheckArgs {
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "5")]
     pub estimate: Option<u64>,
     /// Where to time the steps (default: the recipe's `device`, else flex).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceKind>,
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
     /// Print only the verdict and warnings, not the resolved recipe.
     #[arg(long, short)]
     pub quiet: bool,
@@ -138,7 +138,7 @@ fn estimate(
     path: &Path,
     steps: u64,
     total: u64,
-    device: Option<DeviceKind>,
+    device: Option<DeviceSpec>,
 ) -> anyhow::Result<()> {
     if steps == 0 {
         anyhow::bail!("--estimate: the number of steps to time must be at least 1");

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::Args;
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::Override;
 use shears::run_dir::RunDir;
 use shears::train::engine::{EngineOptions, RunEnd, fmt_metrics, run};
@@ -32,9 +32,13 @@ pub struct RunArgs {
     /// Output directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where to compute (overrides the recipe's `device`).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceKind>,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N] (overrides the recipe's `device`).
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+    /// Data parallel over these devices, the first being the main one, e.g.
+    /// `--devices cuda:0,cuda:1` (overrides the recipe's `training.devices` and `device`).
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    pub devices: Option<Vec<DeviceSpec>>,
     /// Override a variable or a section key, e.g. `--set final_sparsity=0.9` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
@@ -112,8 +116,20 @@ impl Interrupt {
 
 /// Runs `shears run`.
 pub fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
-    let device = args.device.or(recipe.device).unwrap_or_default();
+    let mut recipe = super::load_recipe(&args.recipe, &args.overrides)?;
+    if let (Some(list), Some(training)) = (&args.devices, recipe.training.as_mut()) {
+        training.devices = Some(list.clone());
+    }
+    let listed = recipe
+        .training
+        .as_ref()
+        .and_then(|t| t.devices.as_ref())
+        .and_then(|d| d.first().copied());
+    let device = match (args.device, &args.devices) {
+        (Some(d), _) => d,
+        (None, Some(_)) => listed.unwrap_or_default(),
+        (None, None) => listed.or(recipe.device).unwrap_or_default(),
+    };
     device
         .device()
         .with_context(|| format!("--device {device}"))?;

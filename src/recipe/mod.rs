@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::device::DeviceKind;
+use crate::device::DeviceSpec;
 use expr::{ExprError, Num};
 pub use modifiers::Modifier;
 use sections::{DataSection, ModelSection, OptimizerSection, OutputSection, TrainingSection};
@@ -157,7 +157,7 @@ pub struct Recipe {
     /// `optimizer:`.
     pub optimizer: Option<OptimizerSection>,
     /// `device:`.
-    pub device: Option<DeviceKind>,
+    pub device: Option<DeviceSpec>,
     /// `output:`.
     pub output: Option<OutputSection>,
     /// Every modifier, in file order.

@@ -31,6 +31,10 @@ pub struct ModelSection {
     /// teacher, as in SparseML's `distill_teacher: self`). Never checkpointed with the
     /// student (a `self` teacher is re-created from its saved weights on resume).
     pub teacher: Option<TeacherSpec>,
+    /// Where the teacher runs (`flex`, `ndarray`, `wgpu[:N]`, `cuda[:N]`; default: the
+    /// training device). A teacher only runs forward, so it can sit on another GPU, or on
+    /// the CPU beside a GPU student; its outputs are copied to the training device.
+    pub teacher_device: Option<crate::device::DeviceSpec>,
     /// The model family (image models): `resnet20`, `resnet32`, `resnet44`, `resnet56`,
     /// `resnet110` (CIFAR layout; `-b` suffix for the 1×1-conv shortcut, e.g. `resnet20-b`),
     /// `resnet18`, `resnet34`, `resnet50` (torchvision layout). BERT models need none: their
@@ -372,6 +376,14 @@ pub struct TrainingSection {
     /// `label_smoothing`; default 0).
     #[serde(default, deserialize_with = "crate::loss::deserialize_label_smoothing")]
     pub label_smoothing: f64,
+    /// Data parallel: the devices one optimizer step's batch is split over (e.g.
+    /// `[cuda:0, cuda:1]`), the first being the main device, where the gradients are
+    /// summed, masks computed and the optimizer stepped. Each micro-batch is cut into
+    /// contiguous shards, one per device, in proportion; the result equals a one-device run
+    /// with the same global batch up to float rounding, except that dropout draws its own
+    /// masks per shard and BatchNorm normalises each shard by its own statistics (like
+    /// PyTorch DDP without SyncBatchNorm). Default: the run's one `device`.
+    pub devices: Option<Vec<crate::device::DeviceSpec>>,
 }
 
 /// `training.sparseprop` (and `shears infer --sparseprop`).

@@ -70,7 +70,7 @@ use super::teacher::Teacher;
 use crate::arch::bert::{BertFamily, model_files};
 use crate::arch::{ArchError, Architecture};
 use crate::data::batch::length_bucketed_order;
-use crate::device::{DeviceKind, DeviceUnavailable};
+use crate::device::{DeviceError, DeviceSpec};
 use crate::plot::write_svg;
 use crate::profile::{PhaseTimes, Recording};
 use crate::recipe::Recipe;
@@ -93,7 +93,7 @@ pub struct EngineOptions {
     /// The run directory (created by [`crate::run_dir::RunDir::prepare`]).
     pub run_dir: PathBuf,
     /// Where to compute.
-    pub device: DeviceKind,
+    pub device: DeviceSpec,
     /// Continue from the latest checkpoint in `run_dir`.
     pub resume: bool,
     /// Relative paths of the recipe (model, data) are resolved against this directory.
@@ -267,7 +267,7 @@ pub enum EngineError {
     RunDir(#[from] RunDirError),
     /// The device is not compiled in.
     #[error(transparent)]
-    Device(#[from] DeviceUnavailable),
+    Device(#[from] DeviceError),
     /// The final sparsity could not be measured.
     #[error(transparent)]
     Report(#[from] ReportError),
@@ -669,6 +669,44 @@ struct Phase {
     examples: usize,
 }
 
+/// The autodiff handles of the data-parallel devices other than the main one
+/// (`training.devices[1..]`), checking that the list starts with the run's device and
+/// names each device once.
+fn data_parallel_replicas(
+    main: DeviceSpec,
+    training: &TrainingSection,
+) -> Result<Vec<Device>, EngineError> {
+    let Some(devices) = training.devices.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let config = |message: String| EngineError::Config {
+        field: "training.devices",
+        message,
+    };
+    match devices.first() {
+        None => {
+            return Err(config(
+                "the list is empty: name at least one device, or remove the key".into(),
+            ));
+        }
+        Some(first) if *first != main => {
+            return Err(config(format!(
+                "the list starts with `{first}` but the run's device is `{main}`: the first device is the main one (pass `--devices` instead of `--device`, or make them agree)"
+            )));
+        }
+        Some(_) => {}
+    }
+    for (i, d) in devices.iter().enumerate() {
+        if devices[..i].contains(d) {
+            return Err(config(format!("`{d}` is named twice")));
+        }
+    }
+    devices[1..]
+        .iter()
+        .map(|d| Ok(d.device()?.autodiff()))
+        .collect()
+}
+
 /// One training run: the recipe's plan, the model family and task, the masking modifiers,
 /// the optimizer and step rule, the teacher, and the run directory's state.
 struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer> {
@@ -679,6 +717,10 @@ struct Trainer<'a, A: Architecture, T: Task<Model = A::Model>, O: Optimizer> {
     task: &'a T,
     plain: Device,
     ad: Device,
+    /// Data parallel: the other devices' autodiff handles (`training.devices[1..]`).
+    replicas: Vec<Device>,
+    /// Where the teacher runs (`model.teacher_device`, default the training device).
+    teacher_plain: Device,
     plan: Plan,
     lr: LrSchedule,
     spe: u64,
@@ -760,6 +802,11 @@ where
             .ok_or(EngineError::MissingSection("training"))?;
         let plain = opts.device.device()?;
         let ad = plain.clone().autodiff();
+        let replicas = data_parallel_replicas(opts.device, training)?;
+        let teacher_plain = match recipe.model.as_ref().and_then(|m| m.teacher_device) {
+            Some(spec) => spec.device()?,
+            None => plain.clone(),
+        };
         // Fresh weights (a new head, a model trained from scratch) are drawn from the seed.
         let rng = crate::rng::seeded(&plain, training.seed);
         let model = arch.load_student(&ad)?;
@@ -767,9 +814,10 @@ where
         let teacher = match recipe.model.as_ref().and_then(|m| m.teacher.as_ref()) {
             None => Teacher::None,
             Some(TeacherSpec::SelfSnapshot) => Teacher::PendingSnapshot,
-            Some(TeacherSpec::Source(spec)) => Teacher::loaded(
-                arch.load_teacher(&crate::arch::resolve_path(&opts.base_dir, spec), &plain)?,
-            ),
+            Some(TeacherSpec::Source(spec)) => Teacher::loaded(arch.load_teacher(
+                &crate::arch::resolve_path(&opts.base_dir, spec),
+                &teacher_plain,
+            )?),
         };
         let accum = training.gradient_accumulation_steps.max(1);
         let batch_size = training.batch_size.max(1);
@@ -829,6 +877,8 @@ where
             task,
             plain,
             ad,
+            replicas,
+            teacher_plain,
             spe,
             end,
             accum,
@@ -913,7 +963,9 @@ where
             && state.step > d.start_step
         {
             let tdir = self.opts.run_dir.join(TEACHER_DIR);
-            let t = self.arch.load(&tdir.display().to_string(), &self.plain)?;
+            let t = self
+                .arch
+                .load(&tdir.display().to_string(), &self.teacher_plain)?;
             self.teacher = Teacher::loaded(t);
         }
         self.step = state.step;
@@ -1108,7 +1160,7 @@ where
             && t == d.start_step
             && matches!(self.teacher, Teacher::PendingSnapshot)
         {
-            let snapshot = model.valid();
+            let snapshot = model.valid().to_device(&self.teacher_plain);
             self.arch
                 .export(&snapshot, &self.opts.run_dir.join(TEACHER_DIR))?;
             self.log
@@ -1195,9 +1247,11 @@ where
             distill: distilling.map(|plan| Distilling {
                 plan,
                 teacher: &mut self.teacher,
-                plain: &self.plain,
+                plain: &self.teacher_plain,
                 cache_batch,
             }),
+            replicas: &self.replicas,
+            main: &self.plain,
         };
         self.rule.step(
             t,
@@ -1592,7 +1646,7 @@ impl TaskVisitor for Evaluate<'_> {
 pub fn evaluate_model(
     recipe: &Recipe,
     model_dir: &Path,
-    device: DeviceKind,
+    device: DeviceSpec,
     base_dir: &Path,
 ) -> Result<(Metrics, usize), EngineError> {
     dispatch(

@@ -6,6 +6,7 @@
 //! at different weights (CrAM evaluates the same batch at θ and at a perturbed θ′) and get
 //! gradients of the same loss function each time.
 
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
@@ -66,60 +67,63 @@ pub struct BatchGradients<'a, T: Task> {
     pub micro_batches: Vec<&'a [usize]>,
     /// Distillation, when active at this step.
     pub distill: Option<Distilling<'a, T::Model>>,
+    /// Data parallel: the other (autodiff) devices each micro-batch is split over; empty
+    /// for a one-device run. The first shard runs on `device`.
+    pub replicas: &'a [Device],
+    /// The main device without autodiff, where the other shards' gradients are summed.
+    pub main: &'a Device,
 }
 
 impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
     fn grads(&mut self, model: &T::Model) -> Result<StepGrads, EngineError> {
+        // The other devices' generators first: where one shares the main device's backend
+        // (two Flex shards), the main seed below is the one that holds.
+        let _replica_rngs: Vec<_> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(k, d)| crate::rng::seeded(d, mix(self.seed, k as u64 + 1)))
+            .collect();
         // Held until the last dropout mask of the call is drawn.
         let _rng = crate::rng::seeded(self.device, self.seed);
         let total: usize = self.micro_batches.iter().map(|b| b.len()).sum();
+        // The weights of this call on every other device (the broadcast of a DDP step).
+        let forks: Vec<(T::Model, &Device)> = self
+            .replicas
+            .iter()
+            .map(|d| (model.clone().fork(d), d))
+            .collect();
         let mut accumulator = GradientsAccumulator::<T::Model>::new();
         let mut loss_sum = 0.0f64;
-        for idx in &self.micro_batches {
-            let xb = {
-                let _data = span(StepPhase::Data);
-                self.task.batch(idx, self.epoch, self.device)
-            };
-            let forward = span(StepPhase::Forward);
-            let outputs = self.task.outputs(model, &xb);
-            let task_loss = self.task.loss(model, &outputs, &xb);
-            let loss = match &mut self.distill {
-                Some(d) => {
-                    match d.teacher.outputs(
-                        self.task,
-                        idx,
-                        self.epoch,
-                        d.plain,
-                        self.device,
-                        d.cache_batch,
-                    ) {
-                        Some(t_out) => {
-                            let terms: Vec<Tensor<1>> = d
-                                .plan
-                                .output_keys
-                                .iter()
-                                .filter_map(|k| {
-                                    let s = outputs.get(*k)?;
-                                    let t = t_out.get(*k)?;
-                                    Some(kd_loss(s.clone(), t.clone(), d.plan.temperature))
-                                })
-                                .collect();
-                            combine(task_loss, terms, d.plan.hardness)
-                        }
-                        None => task_loss,
-                    }
+        for idx in self.micro_batches.clone() {
+            // Every shard is launched before any loss is read back, so GPUs overlap.
+            let mut losses = Vec::with_capacity(1 + forks.len());
+            let shards = shard(idx, 1 + forks.len());
+            for (k, part) in shards.into_iter().enumerate() {
+                if part.is_empty() {
+                    continue;
                 }
-                None => task_loss,
-            };
-            // Micro-batches are weighted by their size, so accumulation equals one big batch.
-            let loss = loss.mul_scalar(idx.len() as f64 / total.max(1) as f64);
-            let value = loss.clone().into_scalar::<f64>();
-            drop(forward);
-            check_finite_loss(self.step, value)?;
-            loss_sum += value;
-            let _backward = span(StepPhase::Backward);
-            let grads = GradientsParams::from_grads(loss.backward(), model);
-            accumulator.accumulate(model, grads);
+                let (m, device) = match k {
+                    0 => (model, self.device),
+                    k => (&forks[k - 1].0, forks[k - 1].1),
+                };
+                let loss = self.shard_loss(m, part, device)?;
+                // Shards and micro-batches are weighted by their size, so the sum equals
+                // the mean over the whole step's batch.
+                let loss = loss.mul_scalar(part.len() as f64 / total.max(1) as f64);
+                let _backward = span(StepPhase::Backward);
+                let mut grads = GradientsParams::from_grads(loss.backward(), m);
+                if k > 0 {
+                    grads = grads.to_device(self.main, m);
+                }
+                accumulator.accumulate(model, grads);
+                losses.push(loss);
+            }
+            for loss in losses {
+                let value = loss.into_scalar::<f64>();
+                check_finite_loss(self.step, value)?;
+                loss_sum += value;
+            }
         }
         Ok(StepGrads {
             grads: accumulator.grads(),
@@ -127,6 +131,60 @@ impl<T: Task> GradientSource<T::Model> for BatchGradients<'_, T> {
             examples: total,
         })
     }
+}
+
+impl<T: Task> BatchGradients<'_, T> {
+    /// The (unweighted) loss of `model` on examples `idx`, on `device`: the task loss, or
+    /// its mix with the distillation terms while distilling.
+    fn shard_loss(
+        &mut self,
+        model: &T::Model,
+        idx: &[usize],
+        device: &Device,
+    ) -> Result<Tensor<1>, EngineError> {
+        let xb = {
+            let _data = span(StepPhase::Data);
+            self.task.batch(idx, self.epoch, device)
+        };
+        let _forward = span(StepPhase::Forward);
+        let outputs = self.task.outputs(model, &xb);
+        let task_loss = self.task.loss(model, &outputs, &xb);
+        let Some(d) = &mut self.distill else {
+            return Ok(task_loss);
+        };
+        let Some(t_out) =
+            d.teacher
+                .outputs(self.task, idx, self.epoch, d.plain, device, d.cache_batch)
+        else {
+            return Ok(task_loss);
+        };
+        let terms: Vec<Tensor<1>> = d
+            .plan
+            .output_keys
+            .iter()
+            .filter_map(|k| {
+                let s = outputs.get(*k)?;
+                let t = t_out.get(*k)?;
+                Some(kd_loss(s.clone(), t.clone(), d.plan.temperature))
+            })
+            .collect();
+        Ok(combine(task_loss, terms, d.plan.hardness))
+    }
+}
+
+/// `idx` cut into `parts` contiguous shards whose sizes differ by at most one, the larger
+/// first (PyTorch's `DataParallel` scatter rule).
+pub fn shard(idx: &[usize], parts: usize) -> Vec<&[usize]> {
+    let parts = parts.max(1);
+    let (base, extra) = (idx.len() / parts, idx.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for k in 0..parts {
+        let len = base + usize::from(k < extra);
+        out.push(&idx[start..start + len]);
+        start += len;
+    }
+    out
 }
 
 /// Gradients of mini-batches other than the step's, with the model in inference behaviour
@@ -196,7 +254,6 @@ impl<T: Task> GradientSampler<T::Model> for TaskSampler<'_, T> {
         i: usize,
         batch_size: usize,
     ) -> Result<StepGrads, EngineError> {
-        use burn::module::Module;
         let n = self.task.train_len();
         if self.order.as_ref().is_none_or(|(s, _)| *s != stream) {
             self.order = Some((
@@ -217,6 +274,8 @@ impl<T: Task> GradientSampler<T::Model> for TaskSampler<'_, T> {
             epoch: 0,
             micro_batches: vec![idx.as_slice()],
             distill: None,
+            replicas: &[],
+            main: self.device,
         }
         .grads(&eval_model)
     }

@@ -20,7 +20,7 @@ use super::obs_prune::obs_prune;
 use super::order::{batch, epoch_order};
 use super::task::{Metrics, Task};
 use crate::arch::Architecture;
-use crate::device::DeviceKind;
+use crate::device::DeviceSpec;
 use crate::recipe::Recipe;
 use crate::sparsity::enforce::apply_masks;
 use crate::sparsity::mask::{MaskKind, Scope, compute_module_masks};
@@ -102,7 +102,7 @@ pub fn prune_one_shot(
     recipe: &Recipe,
     model: &Path,
     job: &OneShot,
-    device: DeviceKind,
+    device: DeviceSpec,
     base_dir: &Path,
 ) -> Result<Vec<LevelResult>, EngineError> {
     dispatch(
@@ -120,7 +120,7 @@ pub fn prune_one_shot(
 struct Prune<'a> {
     spec: &'a Path,
     job: &'a OneShot,
-    device: DeviceKind,
+    device: DeviceSpec,
 }
 
 const LABEL: &str = "shears prune";

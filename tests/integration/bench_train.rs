@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::Recipe;
 use shears::train::bench::{BenchError, StepMode, bench_mode, bench_recipe};
 use shears::train::engine::EngineOptions;
@@ -17,7 +17,7 @@ fn options(dir: &Path) -> EngineOptions {
     std::fs::create_dir_all(dir).unwrap();
     EngineOptions {
         run_dir: dir.to_path_buf(),
-        device: DeviceKind::Flex,
+        device: DeviceSpec::FLEX,
         resume: false,
         base_dir: ".".into(),
         stop_after: None,

@@ -6,6 +6,7 @@ mod cli_infer;
 mod data_batch;
 mod data_image_batch;
 mod data_images;
+mod data_parallel;
 mod data_parquet;
 mod data_squad;
 mod data_text;

@@ -258,7 +258,7 @@ fn overrides_set_variables_and_section_keys() {
     };
     assert_eq!(p.end_epoch, Some(6.0));
     assert_eq!(r.training.as_ref().unwrap().batch_size, 8);
-    assert_eq!(r.device, Some(shears::device::DeviceKind::Ndarray));
+    assert_eq!(r.device, Some(shears::device::DeviceKind::Ndarray.into()));
     let e = Recipe::from_str_at(GOOD, Path::new("r.yaml"), &[o("num_epoch=3")])
         .unwrap_err()
         .to_string();

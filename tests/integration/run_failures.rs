@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::run_dir::RunDir;
 use shears::train::engine::{EngineOptions, RunEnd, run};
 
@@ -174,7 +174,7 @@ fn ctrl_c_checkpoints_and_kill_9_loses_nothing_and_resumes_exactly() {
         &recipe,
         &EngineOptions {
             run_dir: dir.path,
-            device: DeviceKind::Flex,
+            device: DeviceSpec::FLEX,
             resume: true,
             base_dir: PathBuf::from("."),
             stop_after: None,

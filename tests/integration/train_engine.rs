@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use shears::device::DeviceKind;
+use shears::device::DeviceSpec;
 use shears::recipe::Recipe;
 use shears::run_dir::RunDir;
 use shears::sparsity::mask::pruned_count;
@@ -133,7 +133,7 @@ pub(crate) fn start(recipe: &Recipe, dir: &Path, resume: bool, stop_after: Optio
         recipe,
         &EngineOptions {
             run_dir: dir.path,
-            device: DeviceKind::Flex,
+            device: DeviceSpec::FLEX,
             resume,
             base_dir: PathBuf::from("."),
             stop_after,
@@ -303,7 +303,7 @@ fn resumed_runs_equal_uninterrupted_ones_and_sparsity_is_exact() {
         &other,
         &EngineOptions {
             run_dir: b_dir.clone(),
-            device: DeviceKind::Flex,
+            device: DeviceSpec::FLEX,
             resume: true,
             base_dir: PathBuf::from("."),
             stop_after: None,
@@ -342,7 +342,7 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp: &Path, recipe_p
         &recipe,
         &EngineOptions {
             run_dir: run_dir.path,
-            device: DeviceKind::Flex,
+            device: DeviceSpec::FLEX,
             resume: false,
             base_dir: PathBuf::from("."),
             stop_after: None,
@@ -437,7 +437,7 @@ distillation_modifiers:
     let (again, n) = evaluate_model(
         &recipe,
         &tmp.join("squad/model"),
-        DeviceKind::Flex,
+        DeviceSpec::FLEX,
         Path::new("."),
     )
     .unwrap();
@@ -492,7 +492,7 @@ training_modifiers:
     let (again, n) = evaluate_model(
         &recipe,
         &tmp.join("stsb/model"),
-        DeviceKind::Flex,
+        DeviceSpec::FLEX,
         Path::new("."),
     )
     .unwrap();
@@ -510,7 +510,7 @@ training_modifiers:
         &bad,
         &EngineOptions {
             run_dir: dir.path,
-            device: DeviceKind::Flex,
+            device: DeviceSpec::FLEX,
             resume: false,
             base_dir: PathBuf::from("."),
             stop_after: None,
@@ -954,7 +954,7 @@ training_modifiers:
         let (metrics, n) = evaluate_model(
             &Recipe::load(&single, &[]).unwrap(),
             &tmp.path().join("run/model"),
-            DeviceKind::Flex,
+            DeviceSpec::FLEX,
             Path::new("."),
         )
         .unwrap();

@@ -1,0 +1,146 @@
+//! Data parallel (`training.devices`): a step split over two CPU devices (Flex and NdArray,
+//! so the shards really run on two backends) equals the one-device run with the same
+//! global batch — the tiny BERT with GMP + distillation of `train_engine`, dropout off —
+//! and resume stays exact; a device that cannot be the main one is refused with a message.
+
+use std::path::Path;
+
+use shears::recipe::Recipe;
+use shears::train::engine::{EngineError, RunEnd, run};
+use shears::train::grads::shard;
+
+use super::train_engine::{data_file, finished, recipe_text, same_safetensors, start, tiny_model};
+
+/// The tiny model with dropout off (the shards of a step draw their own dropout masks).
+fn tiny_recipe_without_dropout(dir: &Path, devices: Option<&str>) -> Recipe {
+    let model = dir.join("tiny");
+    tiny_model(&model);
+    let cfg_path = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let data = dir.join("sentences.tsv");
+    data_file(&data);
+    let mut text = recipe_text(&model, &data);
+    if let Some(d) = devices {
+        text = text.replace("  seed: 3\n", &format!("  seed: 3\n  devices: {d}\n"));
+    }
+    let path = dir.join("recipe.yaml");
+    std::fs::write(&path, text).unwrap();
+    Recipe::load(&path, &[]).unwrap()
+}
+
+fn floats(p: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let f = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, f)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn shards_are_contiguous_and_differ_by_at_most_one() {
+    let idx: Vec<usize> = (0..11).collect();
+    let parts = shard(&idx, 3);
+    assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 3]);
+    assert_eq!(parts.concat(), idx);
+    assert_eq!(
+        shard(&idx[..1], 2)
+            .iter()
+            .map(|p| p.len())
+            .collect::<Vec<_>>(),
+        [1, 0]
+    );
+    assert_eq!(shard(&idx, 1), vec![&idx[..]]);
+}
+
+#[test]
+fn two_devices_equal_one_device_with_the_same_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_dir = tmp.path().join("one");
+    std::fs::create_dir_all(&one_dir).unwrap();
+    let one = tiny_recipe_without_dropout(&one_dir, None);
+    let two_dir = tmp.path().join("two");
+    std::fs::create_dir_all(&two_dir).unwrap();
+    let two = tiny_recipe_without_dropout(&two_dir, Some("[flex, ndarray]"));
+    let a = finished(start(&one, &one_dir.join("run"), false, None));
+    let b = finished(start(&two, &two_dir.join("run"), false, None));
+    assert_eq!(a.report.steps, b.report.steps);
+
+    // The same masks: the pruned positions of the exported weights are identical.
+    let wa = floats(&one_dir.join("run/model/model.safetensors"));
+    let wb = floats(&two_dir.join("run/model/model.safetensors"));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst = 0.0f32;
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            assert_eq!(*x == 0.0, *y == 0.0, "{na}: the masks differ");
+            worst = worst.max((x - y).abs());
+        }
+    }
+    // Only the order of float additions differs (the shards' gradients are summed).
+    assert!(worst < 1e-4, "final weights differ by {worst}");
+    assert_eq!(a.report.sparsity, b.report.sparsity);
+    for (ra, rb) in a.history.iter().zip(&b.history) {
+        assert!((ra.train_loss.unwrap_or(0.0) - rb.train_loss.unwrap_or(0.0)).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn a_data_parallel_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[flex, ndarray]"));
+    let a_dir = tmp.path().join("a");
+    finished(start(&recipe, &a_dir, false, None));
+    let b_dir = tmp.path().join("b");
+    assert!(matches!(
+        start(&recipe, &b_dir, false, Some(9)),
+        RunEnd::Stopped { step: 9, .. }
+    ));
+    finished(start(&recipe, &b_dir, true, None));
+    assert!(same_safetensors(
+        &a_dir.join("model/model.safetensors"),
+        &b_dir.join("model/model.safetensors")
+    ));
+}
+
+#[test]
+fn the_device_list_must_start_with_the_run_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[ndarray, flex]"));
+    let dir = shears::run_dir::RunDir::prepare(tmp.path().join("run"), &recipe, false).unwrap();
+    let err = run(
+        &recipe,
+        &shears::train::engine::EngineOptions {
+            run_dir: dir.path,
+            device: shears::device::DeviceSpec::FLEX,
+            resume: false,
+            base_dir: ".".into(),
+            stop_after: None,
+            interrupt: None,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        EngineError::Config {
+            field: "training.devices",
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("starts with `ndarray`"), "{err}");
+}
