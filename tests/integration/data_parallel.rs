@@ -12,7 +12,11 @@ use shears::train::grads::shard;
 use super::train_engine::{data_file, finished, recipe_text, same_safetensors, start, tiny_model};
 
 /// The tiny model with dropout off (the shards of a step draw their own dropout masks).
-fn tiny_recipe_without_dropout(dir: &Path, devices: Option<&str>) -> Recipe {
+pub(crate) fn tiny_recipe_without_dropout(
+    dir: &Path,
+    devices: Option<&str>,
+    training: &str,
+) -> Recipe {
     let model = dir.join("tiny");
     tiny_model(&model);
     let cfg_path = model.join("config.json");
@@ -27,12 +31,13 @@ fn tiny_recipe_without_dropout(dir: &Path, devices: Option<&str>) -> Recipe {
     if let Some(d) = devices {
         text = text.replace("  seed: 3\n", &format!("  seed: 3\n  devices: {d}\n"));
     }
+    text = text.replace("  seed: 3\n", &format!("  seed: 3\n{training}"));
     let path = dir.join("recipe.yaml");
     std::fs::write(&path, text).unwrap();
     Recipe::load(&path, &[]).unwrap()
 }
 
-fn floats(p: &Path) -> Vec<(String, Vec<f32>)> {
+pub(crate) fn floats(p: &Path) -> Vec<(String, Vec<f32>)> {
     let bytes = std::fs::read(p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<_> = st
@@ -72,10 +77,10 @@ fn two_devices_equal_one_device_with_the_same_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let one_dir = tmp.path().join("one");
     std::fs::create_dir_all(&one_dir).unwrap();
-    let one = tiny_recipe_without_dropout(&one_dir, None);
+    let one = tiny_recipe_without_dropout(&one_dir, None, "");
     let two_dir = tmp.path().join("two");
     std::fs::create_dir_all(&two_dir).unwrap();
-    let two = tiny_recipe_without_dropout(&two_dir, Some("[flex, ndarray]"));
+    let two = tiny_recipe_without_dropout(&two_dir, Some("[flex, ndarray]"), "");
     let a = finished(start(&one, &one_dir.join("run"), false, None));
     let b = finished(start(&two, &two_dir.join("run"), false, None));
     assert_eq!(a.report.steps, b.report.steps);
@@ -103,7 +108,7 @@ fn two_devices_equal_one_device_with_the_same_global_batch() {
 #[test]
 fn a_data_parallel_run_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[flex, ndarray]"));
+    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[flex, ndarray]"), "");
     let a_dir = tmp.path().join("a");
     finished(start(&recipe, &a_dir, false, None));
     let b_dir = tmp.path().join("b");
@@ -121,7 +126,7 @@ fn a_data_parallel_run_resumes_exactly() {
 #[test]
 fn the_device_list_must_start_with_the_run_device() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[ndarray, flex]"));
+    let recipe = tiny_recipe_without_dropout(tmp.path(), Some("[ndarray, flex]"), "");
     let dir = shears::run_dir::RunDir::prepare(tmp.path().join("run"), &recipe, false).unwrap();
     let err = run(
         &recipe,

@@ -1,6 +1,7 @@
 //! Integration tests of the `shears` crate, one binary: linking burn once instead of once per
 //! file saves minutes on every cold build (see the README's set-up times).
 
+mod backend_swap;
 mod bench_train;
 mod cli_infer;
 mod data_batch;
