@@ -379,10 +379,11 @@ pub struct TrainingSection {
     /// Data parallel: the devices one optimizer step's batch is split over (e.g.
     /// `[cuda:0, cuda:1]`), the first being the main device, where the gradients are
     /// summed, masks computed and the optimizer stepped. Each micro-batch is cut into
-    /// contiguous shards, one per device, in proportion; the result equals a one-device run
-    /// with the same global batch up to float rounding, except that dropout draws its own
-    /// masks per shard and BatchNorm normalises each shard by its own statistics (like
-    /// PyTorch DDP without SyncBatchNorm). Default: the run's one `device`.
+    /// contiguous shards, one per device, of sizes differing by at most one; the result
+    /// equals a one-device run with the same global batch up to float rounding, except
+    /// that dropout draws its own masks per shard and BatchNorm normalises each shard by
+    /// its own statistics (like PyTorch DDP without SyncBatchNorm). Default: the run's one
+    /// `device`.
     pub devices: Option<Vec<crate::device::DeviceSpec>>,
 }
 

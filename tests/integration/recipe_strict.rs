@@ -218,7 +218,22 @@ fn sections_are_strict_too() {
     assert!(e.starts_with("r.yaml:2:9: optimizer.name: unknown variant `lamb`, expected one of `adamw`, `adam`, `sgd`"), "{e}");
     let e = err("device: tpu\n");
     assert!(
-        e.starts_with("r.yaml:1:9: device: unknown variant `tpu`"),
+        e.starts_with(
+            "r.yaml:1:9: device: unknown device `tpu` (known: flex, ndarray, wgpu[:N], cuda[:N])"
+        ),
+        "{e}"
+    );
+    let e = err("device: flex:1\n");
+    assert!(
+        e.starts_with(
+            "r.yaml:1:9: device: device `flex:1`: flex is one CPU device and takes no index"
+        ),
+        "{e}"
+    );
+    let e = err("training:\n  batch_size: 8\n  devices: [flex, wgpu:x]\n");
+    assert!(e.starts_with("r.yaml:3:"), "{e}");
+    assert!(
+        e.contains("training.devices") && e.contains("`wgpu:x`"),
         "{e}"
     );
     let e = err("stages:\n  - a\n");

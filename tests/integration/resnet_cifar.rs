@@ -25,7 +25,7 @@ fn shared_resnet(file: &str) -> PathBuf {
     root().join("../shared/assets/resnet_cifar10").join(file)
 }
 
-fn shears(args: &[&str]) -> Output {
+pub(crate) fn shears(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_shears"))
         .current_dir(root())
         .args(args)
@@ -39,7 +39,7 @@ fn shears(args: &[&str]) -> Output {
     out
 }
 
-fn require_cifar() {
+pub(crate) fn require_cifar() {
     assert!(
         root().join("assets/data/cifar-10/test_batch.bin").is_file(),
         "CIFAR-10 is missing: run scripts/fetch-assets.sh cifar10"
@@ -124,7 +124,7 @@ fn run_short(dir: &Path, extra: &[&str]) -> Output {
 }
 
 /// The tensors of a safetensors file, by name.
-fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+pub(crate) fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
