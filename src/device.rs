@@ -58,9 +58,6 @@ pub enum DeviceError {
     },
 }
 
-/// Kept for callers of the pre-index API: the family was not compiled in.
-pub type DeviceUnavailable = DeviceError;
-
 impl DeviceKind {
     /// Every family, in documentation order.
     pub const ALL: [DeviceKind; 4] = [

@@ -13,7 +13,7 @@ use shears::device::{DeviceKind, DeviceSpec};
 use shears::sparsity::report::SparsityReport;
 use shears::train::engine::{EngineOptions, RunOutcome, evaluate_model, run};
 
-use super::data_parallel::tiny_recipe_without_dropout;
+use super::data_parallel::{max_diff_same_masks, tiny_recipe_without_dropout};
 use super::train_engine::finished;
 
 fn kinds() -> Vec<DeviceKind> {
@@ -56,10 +56,8 @@ fn one_recipe_runs_the_same_on_every_backend() {
         .map(|&k| (k, run_on(&recipe, &tmp.path().join(k.to_string()), k)))
         .collect();
     let (k0, a) = &runs[0];
-    let wa = super::data_parallel::floats(&a.model_dir.clone().unwrap().join("model.safetensors"));
-    let report_a =
-        SparsityReport::from_safetensors(&a.model_dir.clone().unwrap().join("model.safetensors"))
-            .unwrap();
+    let file_a = a.model_dir.clone().unwrap().join("model.safetensors");
+    let report_a = SparsityReport::from_safetensors(&file_a).unwrap();
     for (k, b) in &runs[1..] {
         assert_eq!(a.report.steps, b.report.steps);
         for (ra, rb) in a.history.iter().zip(&b.history) {
@@ -71,15 +69,11 @@ fn one_recipe_runs_the_same_on_every_backend() {
             );
         }
         let dir_b = b.model_dir.clone().unwrap();
-        let wb = super::data_parallel::floats(&dir_b.join("model.safetensors"));
-        let mut worst = 0.0f32;
-        for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-            assert_eq!(na, nb);
-            for (x, y) in va.iter().zip(vb) {
-                assert_eq!(*x == 0.0, *y == 0.0, "{k0} vs {k}: {na}: the masks differ");
-                worst = worst.max((x - y).abs());
-            }
-        }
+        let worst = max_diff_same_masks(
+            &file_a,
+            &dir_b.join("model.safetensors"),
+            &format!("{k0} vs {k}"),
+        );
         eprintln!("{k0} vs {k}: final weights differ by at most {worst:e}");
         assert!(worst < 1e-5, "{k0} vs {k}: final weights differ by {worst}");
         assert_eq!(a.report.sparsity, b.report.sparsity, "{k0} vs {k}");
@@ -152,22 +146,12 @@ fn a_resnet_with_batch_norm_runs_the_same_on_every_backend() {
                 "--set",
                 "training.sparseprop=on",
             ]);
-            (
-                k,
-                super::resnet_cifar::tensors(&dir.join("model/model.safetensors")),
-            )
+            (k, dir.join("model/model.safetensors"))
         })
         .collect();
     let (k0, a) = &runs[0];
     for (k, b) in &runs[1..] {
-        assert_eq!(a.len(), b.len());
-        let mut worst = 0f32;
-        for (name, x) in a {
-            for (p, q) in x.iter().zip(&b[name]) {
-                assert_eq!(*p == 0.0, *q == 0.0, "{k0} vs {k}: {name}: masks differ");
-                worst = worst.max((p - q).abs());
-            }
-        }
+        let worst = max_diff_same_masks(a, b, &format!("{k0} vs {k}: ResNet-20"));
         eprintln!("{k0} vs {k}: ResNet-20 weights differ by at most {worst:e}");
         assert!(
             worst < 1e-3,

@@ -9,6 +9,7 @@ use shears::recipe::Recipe;
 use shears::train::engine::{EngineError, RunEnd, run};
 use shears::train::grads::shard;
 
+use super::resnet_cifar::tensors;
 use super::train_engine::{data_file, finished, recipe_text, same_safetensors, start, tiny_model};
 
 /// The tiny model with dropout off (the shards of a step draw their own dropout masks).
@@ -37,23 +38,25 @@ pub(crate) fn tiny_recipe_without_dropout(
     Recipe::load(&path, &[]).unwrap()
 }
 
-pub(crate) fn floats(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(p).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let f = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, f)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+/// The largest |a − b| over the f32 tensors of two safetensors files, asserting the same
+/// tensor names, lengths and zero (pruned) positions: the same masks.
+pub(crate) fn max_diff_same_masks(a: &Path, b: &Path, what: &str) -> f32 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "{what}: the tensor names differ"
+    );
+    let mut worst = 0f32;
+    for (name, x) in &ta {
+        let y = &tb[name];
+        assert_eq!(x.len(), y.len(), "{what}: {name}: the lengths differ");
+        for (p, q) in x.iter().zip(y) {
+            assert_eq!(*p == 0.0, *q == 0.0, "{what}: {name}: the masks differ");
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
 }
 
 #[test]
@@ -86,17 +89,11 @@ fn two_devices_equal_one_device_with_the_same_global_batch() {
     assert_eq!(a.report.steps, b.report.steps);
 
     // The same masks: the pruned positions of the exported weights are identical.
-    let wa = floats(&one_dir.join("run/model/model.safetensors"));
-    let wb = floats(&two_dir.join("run/model/model.safetensors"));
-    assert_eq!(wa.len(), wb.len());
-    let mut worst = 0.0f32;
-    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
-        assert_eq!(na, nb);
-        for (x, y) in va.iter().zip(vb) {
-            assert_eq!(*x == 0.0, *y == 0.0, "{na}: the masks differ");
-            worst = worst.max((x - y).abs());
-        }
-    }
+    let worst = max_diff_same_masks(
+        &one_dir.join("run/model/model.safetensors"),
+        &two_dir.join("run/model/model.safetensors"),
+        "one device vs two",
+    );
     // Only the order of float additions differs (the shards' gradients are summed).
     assert!(worst < 1e-4, "final weights differ by {worst}");
     assert_eq!(a.report.sparsity, b.report.sparsity);
