@@ -357,6 +357,55 @@ impl Checkpoint {
     }
 }
 
+/// Whether `file` is a burn record (`*.bpk`: burn-store's native format, as `shears export
+/// --format burn` writes it).
+pub fn is_burn_record(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "bpk")
+}
+
+/// Reads the burn record `file` into `model` (built from the model's config) under the
+/// module's own parameter paths, strictly: a tensor of the module missing from the record
+/// ([`WeightsError::MissingKeys`]), a record tensor the module does not have
+/// ([`WeightsError::UnexpectedKeys`], e.g. a record of another configuration) or a shape
+/// that differs ([`WeightsError::Format`]) is an error naming the file.
+pub fn load_burn_record<M: Module>(
+    mut model: M,
+    file: &Path,
+) -> Result<(M, LoadReport), WeightsError> {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    if !file.is_file() {
+        return Err(WeightsError::Io {
+            path: file.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "burn record not found"),
+        });
+    }
+    let mut store = BurnpackStore::from_file(file).allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Format {
+            path: file.to_path_buf(),
+            message: format!("cannot load the burn record: {e}"),
+        })?;
+    if !result.missing.is_empty() {
+        return Err(WeightsError::MissingKeys {
+            path: file.to_path_buf(),
+            keys: result.missing.into_iter().map(|(k, _)| k).collect(),
+        });
+    }
+    if !result.unused.is_empty() {
+        return Err(WeightsError::UnexpectedKeys {
+            path: file.to_path_buf(),
+            keys: result.unused,
+        });
+    }
+    let report = LoadReport {
+        source: file.to_path_buf(),
+        loaded: result.applied,
+        ..LoadReport::default()
+    };
+    Ok((model, report))
+}
+
 /// What [`load_into`] did with each parameter and each checkpoint key.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadReport {

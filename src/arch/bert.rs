@@ -13,8 +13,9 @@ use shears_models::bert::{
 };
 use shears_models::sparseprop::select::Execution;
 
-use super::{ArchError, Architecture, SparseLayer, resolve_path, switch_layer};
+use super::{ArchError, Architecture, SparseLayer, load_burn_record, resolve_path, switch_layer};
 use crate::sparsity::params::HfNames;
+use shears_models::weights::is_burn_record;
 
 /// A BERT module with an encoder (every HF BERT class shears runs).
 pub trait BertWithEncoder: BertArchitecture + 'static {
@@ -129,6 +130,9 @@ impl<M: BertWithEncoder> BertFamily<M> {
         what: &str,
         fresh_head: bool,
     ) -> Result<M, ArchError> {
+        if is_burn_record(&files.weights) {
+            return load_burn_record(M::from_config(config, device), &files.weights);
+        }
         let mut checkpoint = Checkpoint::read(&files.weights).map_err(bert_err(what))?;
         loop {
             match load_into(M::from_config(config, device), &checkpoint) {

@@ -6,17 +6,19 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use shears_models::batch_norm::{BatchNorm2dConfig, BnMode};
+use shears_models::bert::source::BURN_RECORD_FILE;
 use shears_models::resnet::{ClassifierInit, ResNet, ResNetConfig, ResNetError, save_safetensors};
 use shears_models::sparseprop::select::Execution;
 use shears_models::weights::Checkpoint;
 
-use super::{ArchError, Architecture, SparseLayer, resolve_path, switch_layer};
+use super::{ArchError, Architecture, SparseLayer, load_burn_record, resolve_path, switch_layer};
 use crate::data::image_batch::load_image_splits;
 use crate::recipe::Recipe;
 use crate::sparsity::params::BurnPaths;
 use crate::train::engine::{EngineError, ModelAt, TaskVisitor};
 use crate::train::task::image::{ImageClassificationTask, ImageClassifier};
 use crate::train::task::{TaskError, config_err};
+use shears_models::weights::is_burn_record;
 
 impl ImageClassifier for ResNet {
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {
@@ -48,6 +50,10 @@ fn resnet_err(what: impl Into<String>) -> impl Fn(ResNetError) -> ArchError {
 /// The weights file of `spec`: the file itself, or `model.safetensors` in a directory.
 fn weights_file(spec: &Path) -> PathBuf {
     if spec.is_dir() {
+        let record = spec.join(BURN_RECORD_FILE);
+        if !spec.join(WEIGHTS_FILE).is_file() && record.is_file() {
+            return record;
+        }
         spec.join(WEIGHTS_FILE)
     } else {
         spec.to_path_buf()
@@ -154,9 +160,13 @@ impl Architecture for ResNetFamily {
         self.check_dir(spec)?;
         let file = weights_file(spec);
         let _rng = crate::rng::exclusive();
-        let model = ResNet::load_file(&self.config, &file, ClassifierInit::Load, device)
-            .map(|(m, _)| m)
-            .map_err(resnet_err(file.display().to_string()))?;
+        let model = if is_burn_record(&file) {
+            load_burn_record(ResNet::new(&self.config, device), &file)?
+        } else {
+            ResNet::load_file(&self.config, &file, ClassifierInit::Load, device)
+                .map(|(m, _)| m)
+                .map_err(resnet_err(file.display().to_string()))?
+        };
         crate::rng::materialize(&model);
         Ok(model)
     }

@@ -83,6 +83,39 @@ pub struct SparsepropArgs {
     /// Comma-separated sparsities in percent (default: 80,90,95,98,99).
     #[arg(long, value_delimiter = ',')]
     pub sparsity: Option<Vec<f64>>,
+    /// Also time PyTorch's dense layers on the same shapes in the same run: run this script
+    /// with `python3` (CPU, as many threads as shears uses) and print a PyTorch column. The
+    /// repository's script is `benches/sparseprop_torch.py`.
+    #[arg(long, value_name = "SCRIPT", conflicts_with = "against")]
+    pub pytorch: Option<std::path::PathBuf>,
+    /// Print a PyTorch column from this file: the JSON that `benches/sparseprop_torch.py`
+    /// printed (measured earlier, on the same machine if the ratios are to mean anything).
+    #[arg(long, value_name = "FILE")]
+    pub against: Option<std::path::PathBuf>,
+}
+
+/// PyTorch's dense times for one shape, as `benches/sparseprop_torch.py` prints them.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct TorchLayerRow {
+    /// `linear` or `conv2d`.
+    layer: String,
+    /// The shape text of [`BenchShape::describe`].
+    shape: String,
+    /// Median forward time, ms.
+    fwd_ms: f64,
+    /// Median backward time (dX and dW), ms.
+    bwd_ms: f64,
+}
+
+/// A `shears bench sparseprop` row with PyTorch's dense time for the same shape and pass.
+#[derive(Debug, serde::Serialize)]
+struct RowWithTorch<'a> {
+    #[serde(flatten)]
+    row: &'a BenchRow,
+    /// PyTorch's dense time (ms), when measured.
+    torch_ms: Option<f64>,
+    /// `torch_ms / sparse_ms`: above 1 SparseProp is faster than PyTorch dense.
+    vs_torch: Option<f64>,
 }
 
 /// Runs `shears bench`.
@@ -375,37 +408,170 @@ fn sparseprop(args: SparsepropArgs) -> anyhow::Result<()> {
         cfg.sparsities = list.iter().map(|p| p / 100.0).collect();
     }
     let threads = rayon::current_num_threads();
+    let torch = torch_layer_rows(&args, &cfg.shapes, threads)?;
+    let torch_ms = |r: &BenchRow| {
+        let t = torch
+            .as_ref()?
+            .iter()
+            .find(|t| t.layer == r.layer && t.shape == r.shape)?;
+        Some(match r.pass {
+            Pass::Fwd => t.fwd_ms,
+            Pass::Bwd => t.bwd_ms,
+        })
+    };
     if !args.json {
         println!(
             "SparseProp vs dense ({}, {threads} threads, median of {} reps)",
             args.backend, args.reps
         );
-        println!(
+        print!(
             "{:<7} {:<32} {:>8} {:>4} {:>10} {:>10} {:>8}",
             "layer", "shape", "sparsity", "pass", "dense_ms", "sparse_ms", "speedup"
         );
+        if torch.is_some() {
+            print!(" {:>9} {:>9}", "torch_ms", "vs_torch");
+        }
+        println!();
     }
     let json = args.json;
     let rows = run(&cfg, |pair| {
         if !json {
             for r in pair {
-                print_row(r);
+                print_row(r, torch.as_ref().map(|_| torch_ms(r)));
             }
         }
     });
     if json {
-        let text = serde_json::to_string_pretty(&rows).context("serialising bench rows")?;
+        let out: Vec<RowWithTorch> = rows
+            .iter()
+            .map(|row| {
+                let t = torch_ms(row);
+                RowWithTorch {
+                    row,
+                    torch_ms: t,
+                    vs_torch: t.map(|t| t / row.sparse_ms),
+                }
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&out).context("serialising bench rows")?;
         println!("{text}");
+    } else if torch.is_some() {
+        println!("(vs_torch: PyTorch dense time / SparseProp time; above 1 SparseProp is faster)");
+        for line in torch_summary(&rows, torch_ms) {
+            println!("{line}");
+        }
     }
     Ok(())
 }
 
-fn print_row(r: &BenchRow) {
+/// PyTorch's rows: from `--pytorch SCRIPT` (run now, on `shapes`) or `--against FILE`.
+fn torch_layer_rows(
+    args: &SparsepropArgs,
+    shapes: &[BenchShape],
+    threads: usize,
+) -> anyhow::Result<Option<Vec<TorchLayerRow>>> {
+    let (text, source) = if let Some(script) = &args.pytorch {
+        let (shapes, reps, threads) = (
+            serde_json::to_string(shapes)?,
+            args.reps.to_string(),
+            threads.to_string(),
+        );
+        let out = run_python(
+            script,
+            &[
+                "--shapes".as_ref(),
+                shapes.as_ref(),
+                "--reps".as_ref(),
+                reps.as_ref(),
+                "--threads".as_ref(),
+                threads.as_ref(),
+            ],
+        )?;
+        (out, format!("--pytorch {}", script.display()))
+    } else if let Some(file) = &args.against {
+        let out = std::fs::read_to_string(file)
+            .with_context(|| format!("--against {}: cannot read the file", file.display()))?;
+        (out, format!("--against {}", file.display()))
+    } else {
+        return Ok(None);
+    };
+    let rows: Vec<TorchLayerRow> = serde_json::from_str(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{source}: line {}, column {}: expected the JSON list that benches/sparseprop_torch.py prints: {e}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let missing: Vec<String> = shapes
+        .iter()
+        .filter(|s| {
+            !rows
+                .iter()
+                .any(|t| t.layer == s.layer() && t.shape == s.describe())
+        })
+        .map(|s| format!("{} {}", s.layer(), s.describe()))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{source}: no PyTorch time for {} (rerun the script on these shapes)",
+            missing.join(", ")
+        );
+    }
+    Ok(Some(rows))
+}
+
+/// One line per sparsity ≥ 95 %: on how many shapes SparseProp's forward + backward beats
+/// PyTorch's dense forward + backward (the goal of issue 15), naming the shapes that miss.
+fn torch_summary(rows: &[BenchRow], torch_ms: impl Fn(&BenchRow) -> Option<f64>) -> Vec<String> {
+    let mut levels: Vec<f64> = rows
+        .iter()
+        .map(|r| r.sparsity)
+        .filter(|&s| s >= 0.95 - 1e-9)
+        .collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    levels
+        .into_iter()
+        .map(|level| {
+            let (mut beats, mut total, mut misses) = (0, 0, Vec::new());
+            for fwd in rows
+                .iter()
+                .filter(|r| r.sparsity == level && r.pass == Pass::Fwd)
+            {
+                let Some(bwd) = rows.iter().find(|r| {
+                    r.sparsity == level && r.pass == Pass::Bwd && r.shape == fwd.shape
+                }) else {
+                    continue;
+                };
+                let (Some(tf), Some(tb)) = (torch_ms(fwd), torch_ms(bwd)) else {
+                    continue;
+                };
+                total += 1;
+                let ratio = (tf + tb) / (fwd.sparse_ms + bwd.sparse_ms);
+                if ratio > 1.0 {
+                    beats += 1;
+                } else {
+                    misses.push(format!("{} {} ({ratio:.2}×)", fwd.layer, fwd.shape));
+                }
+            }
+            let mut line = format!(
+                "at {:.0}%: SparseProp fwd+bwd beats PyTorch dense fwd+bwd on {beats} of {total} shapes",
+                level * 100.0
+            );
+            if !misses.is_empty() {
+                line += &format!("; misses: {}", misses.join(", "));
+            }
+            line
+        })
+        .collect()
+}
+
+fn print_row(r: &BenchRow, torch_ms: Option<Option<f64>>) {
     let pass = match r.pass {
         Pass::Fwd => "fwd",
         Pass::Bwd => "bwd",
     };
-    println!(
+    print!(
         "{:<7} {:<32} {:>7.0}% {:>4} {:>10.3} {:>10.3} {:>7.2}x",
         r.layer,
         r.shape,
@@ -415,4 +581,10 @@ fn print_row(r: &BenchRow) {
         r.sparse_ms,
         r.speedup
     );
+    match torch_ms {
+        Some(Some(t)) => print!(" {:>9.3} {:>8.2}x", t, t / r.sparse_ms),
+        Some(None) => print!(" {:>9} {:>9}", "-", "-"),
+        None => {}
+    }
+    println!();
 }

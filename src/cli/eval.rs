@@ -18,8 +18,9 @@ use shears::train::engine::evaluate_model;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
-    /// Exported model directory (a run's `model/`, an HF directory), or a weights file
-    /// (`*.safetensors`, `*.pth`) of an image model.
+    /// Exported model directory (a run's `model/`, an HF directory, a burn record directory
+    /// from `shears export --format burn`), or a weights file (`*.safetensors`, `*.pth`,
+    /// `*.bpk`) of an image model.
     #[arg(long)]
     pub model: PathBuf,
     /// Recipe whose task and data are used.

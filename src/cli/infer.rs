@@ -34,7 +34,9 @@ pub enum InferTask {
 /// Example: `shears infer --model assets/models/all-MiniLM-L6-v2 --task embed --input in.jsonl`
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json) or `hf:org/name[@rev]`.
+    /// Model directory (config.json, model.safetensors — or `pytorch_model.bin`, or the burn
+    /// record `model.bpk` of `shears export --format burn` — and tokenizer.json) or
+    /// `hf:org/name[@rev]`.
     #[arg(long)]
     pub model: String,
     /// What to compute.

@@ -2,6 +2,7 @@
 //! file saves minutes on every cold build (see the README's set-up times).
 
 mod backend_swap;
+mod bench_sparseprop;
 mod bench_train;
 mod cli_infer;
 mod data_batch;

@@ -205,6 +205,28 @@ fn sparse_resnet_runs_resume_exactly_and_export_reproduces_the_metrics() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
+    // So does its burn record (`export --format burn`), read by `eval` and `sparsity`.
+    let rec = tmp.path().join("record");
+    shears(&[
+        "export",
+        a.to_str().unwrap(),
+        "--format",
+        "burn",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(rec.join("model.bpk").is_file() && !rec.join("model.safetensors").exists());
+    let out = shears(&[
+        "eval",
+        "--recipe",
+        "recipes/resnet20-cifar10-gmp.yaml",
+        "--model",
+        rec.to_str().unwrap(),
+        "--set",
+        "data.max_dev_examples=256",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
 
     let log_a = std::fs::read_to_string(a.join("train.log")).unwrap();
     assert!(log_a.contains("SparseProp on"), "{log_a}");

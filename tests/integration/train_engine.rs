@@ -881,6 +881,50 @@ fn runs_export_from_any_checkpoint_in_every_format() {
     assert!(cli.status.success(), "{cli:?}");
     let json: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert!(json.to_string().contains("encoder"), "{json}");
+
+    // `eval` reads the record directory like the HF export: the same metrics.
+    let (on_record, n) = evaluate_model(&recipe, &rec, DeviceSpec::FLEX, base).unwrap();
+    let (on_hf, n_hf) =
+        evaluate_model(&recipe, &run_dir.join("model"), DeviceSpec::FLEX, base).unwrap();
+    assert_eq!((on_record, n), (on_hf, n_hf));
+    // So does `infer`: the same logits, to the digit.
+    let input = tmp.path().join("input.txt");
+    std::fs::write(
+        &input,
+        "{\"text\": \"a fine film\"}\n{\"text\": \"not good at all\"}\n",
+    )
+    .unwrap();
+    let infer = |model: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+            .args(["infer", "--task", "classify", "--model"])
+            .arg(model)
+            .arg("--input")
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_record = infer(&rec);
+    assert!(from_record.lines().count() == 2, "{from_record}");
+    assert_eq!(from_record, infer(&run_dir.join("model")));
+    // A record of another configuration is an error naming the file, not a panic.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["config.json", "vocab.txt"] {
+        if rec.join(f).exists() {
+            std::fs::copy(rec.join(f), other.join(f)).unwrap();
+        }
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("config.json")).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = serde_json::json!(cfg["num_hidden_layers"].as_u64().unwrap() + 1);
+    std::fs::write(other.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(rec.join("model.bpk"), other.join("model.bpk")).unwrap();
+    let e = evaluate_model(&recipe, &other, DeviceSpec::FLEX, base)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.bpk") && e.contains("issing"), "{e}");
 }
 
 /// Several dev sets (`data.dev: {name: file, ...}`): each is evaluated, the first under

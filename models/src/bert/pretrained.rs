@@ -80,8 +80,12 @@ pub fn load_pretrained<M: BertArchitecture>(
     device: &Device,
 ) -> Result<Pretrained<M>, BertError> {
     let config = BertConfig::from_file(&files.config)?;
-    let checkpoint = Checkpoint::read(&files.weights)?;
-    let (model, report) = load_into(M::from_config(&config, device), &checkpoint)?;
+    let (model, report) = if crate::weights::is_burn_record(&files.weights) {
+        crate::weights::load_burn_record(M::from_config(&config, device), &files.weights)?
+    } else {
+        let checkpoint = Checkpoint::read(&files.weights)?;
+        load_into(M::from_config(&config, device), &checkpoint)?
+    };
     let tokenizer = load_tokenizer(files, &config)?;
     Ok(Pretrained {
         model,

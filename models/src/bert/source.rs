@@ -35,6 +35,12 @@ pub struct ModelFiles {
 /// Weight file names, in order of preference.
 pub const WEIGHT_FILES: &[&str] = &["model.safetensors", "pytorch_model.bin"];
 
+/// A burn record of the model (burn-store's native format, as `shears export --format burn`
+/// writes it): a local directory's weights when it has none of [`WEIGHT_FILES`]. Its tensors
+/// carry the burn module's parameter paths, so it is loaded into a module built from
+/// `config.json`, not through the Hugging Face name mapping.
+pub const BURN_RECORD_FILE: &str = "model.bpk";
+
 impl ModelSource {
     /// Parses `hf:org/name[@revision]` or a directory path.
     pub fn parse(spec: &str) -> Result<Self, BertError> {
@@ -238,12 +244,13 @@ fn resolve_dir(dir: &Path) -> Result<ModelFiles, BertError> {
     }
     let weights = WEIGHT_FILES
         .iter()
+        .chain([&BURN_RECORD_FILE])
         .map(|n| dir.join(n))
         .find(|p| p.is_file())
         .ok_or_else(|| BertError::MissingFile {
             dir: dir.to_path_buf(),
             what: "weights".to_string(),
-            candidates: WEIGHT_FILES.join(", "),
+            candidates: format!("{}, {BURN_RECORD_FILE}", WEIGHT_FILES.join(", ")),
         })?;
     let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     Ok(ModelFiles {

@@ -95,11 +95,14 @@ pub(crate) fn linear_forward<B: Backend>(
     pattern: &SparsePattern,
 ) -> FloatTensor<B> {
     let device = x.device();
-    let (xv, xs) = read::<B>(x);
-    let (vv, _) = read::<B>(values);
+    let xs = x.shape().as_slice().to_vec();
     assert_eq!(xs.len(), 2, "sparseprop_linear: input must be 2-D");
     let b = xs[0];
-    let y = linear::forward(pattern, &vv, &xv, b, Isa::detect());
+    let y = with_values::<B, _>(&x, |xv| {
+        with_values::<B, _>(&values, |vv| {
+            linear::forward(pattern, vv, xv, b, Isa::detect())
+        })
+    });
     write::<B>(y, vec![b, pattern.rows()], &device)
 }
 
@@ -111,11 +114,15 @@ pub(crate) fn linear_backward<B: Backend>(
     pattern: &SparsePattern,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = x.device();
-    let (xv, xs) = read::<B>(x);
-    let (vv, _) = read::<B>(values);
-    let (gv, _) = read::<B>(grad);
+    let xs = x.shape().as_slice().to_vec();
     let b = xs[0];
-    let (dx, dval) = linear::backward(pattern, &vv, &xv, &gv, b, Isa::detect());
+    let (dx, dval) = with_values::<B, _>(&x, |xv| {
+        with_values::<B, _>(&values, |vv| {
+            with_values::<B, _>(&grad, |gv| {
+                linear::backward(pattern, vv, xv, gv, b, Isa::detect())
+            })
+        })
+    });
     let nnz = dval.len();
     (
         write::<B>(dx, xs, &device),
@@ -140,13 +147,16 @@ pub(crate) fn conv2d_forward<B: Backend>(
     geom: &Conv2dGeometry,
 ) -> FloatTensor<B> {
     let device = x.device();
-    let (xv, xs) = read::<B>(x);
-    let (vv, _) = read::<B>(values);
+    let xs = x.shape().as_slice().to_vec();
     let (b, h, w) = conv_dims(&xs);
     let (oh, ow) = geom
         .output_size(h, w)
         .expect("sparseprop_conv2d: kernel larger than the padded input");
-    let y = conv::forward(pattern, &vv, geom, &xv, (b, h, w), Isa::detect());
+    let y = with_values::<B, _>(&x, |xv| {
+        with_values::<B, _>(&values, |vv| {
+            conv::forward(pattern, vv, geom, xv, (b, h, w), Isa::detect())
+        })
+    });
     write::<B>(y, vec![b, geom.out_channels, oh, ow], &device)
 }
 
@@ -159,11 +169,15 @@ pub(crate) fn conv2d_backward<B: Backend>(
     geom: &Conv2dGeometry,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = x.device();
-    let (xv, xs) = read::<B>(x);
-    let (vv, _) = read::<B>(values);
-    let (gv, _) = read::<B>(grad);
+    let xs = x.shape().as_slice().to_vec();
     let dimsv = conv_dims(&xs);
-    let (dx, dval) = conv::backward(pattern, &vv, geom, &xv, &gv, dimsv, Isa::detect());
+    let (dx, dval) = with_values::<B, _>(&x, |xv| {
+        with_values::<B, _>(&values, |vv| {
+            with_values::<B, _>(&grad, |gv| {
+                conv::backward(pattern, vv, geom, xv, gv, dimsv, Isa::detect())
+            })
+        })
+    });
     let nnz = dval.len();
     (
         write::<B>(dx, xs, &device),

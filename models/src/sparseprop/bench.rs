@@ -13,10 +13,13 @@ use super::layout::SparsePattern;
 use super::ops::{SparseWeight, sparse_conv2d, sparse_linear};
 use crate::conv_gemm::dense_conv2d;
 
-/// A layer shape to benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A layer shape to benchmark. Serialised as `{"layer": "linear"|"conv2d", ...fields}`, the
+/// form `benches/sparseprop_torch.py` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "layer")]
 pub enum BenchShape {
     /// Linear `[batch, d_in] → [batch, d_out]`.
+    #[serde(rename = "linear")]
     Linear {
         /// Batch size.
         batch: usize,
@@ -26,6 +29,7 @@ pub enum BenchShape {
         d_out: usize,
     },
     /// Square conv2d `[batch, c_in, size, size]`, `k × k` kernel.
+    #[serde(rename = "conv2d")]
     Conv {
         /// Batch size.
         batch: usize,
