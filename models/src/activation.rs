@@ -176,7 +176,7 @@ pub trait ActivationBackend: Backend {
 fn gelu_forward<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let device = x.device();
     let (mut v, shape) = read::<B>(x);
-    gelu_slice(&mut v);
+    crate::op_timing::time("GELU fwd", || gelu_slice(&mut v));
     write::<B>(v, shape, &device)
 }
 
@@ -206,7 +206,7 @@ impl<B: Backend> Backward<B, 1> for GeluBackward {
             let device = grad.device();
             let (x, _) = read::<B>(ops.state);
             let (mut g, shape) = read::<B>(grad);
-            gelu_backward_slice(&x, &mut g);
+            crate::op_timing::time("GELU bwd", || gelu_backward_slice(&x, &mut g));
             grads.register::<B>(node.id, write::<B>(g, shape, &device));
         }
     }

@@ -178,7 +178,9 @@ pub trait BatchNormBackend: Backend {
 fn stats_on<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let device = x.device();
     let d = dims_of(x.shape().as_slice());
-    let stats = with_values::<B, _>(&x, |xv| batch_stats(xv, d));
+    let stats = with_values::<B, _>(&x, |xv| {
+        crate::op_timing::time("batch norm stats", || batch_stats(xv, d))
+    });
     write::<B>(stats, vec![2, d.1], &device)
 }
 
@@ -194,7 +196,11 @@ fn normalize_on<B: Backend>(
     let (sv, _) = read::<B>(stats);
     let (gv, _) = read::<B>(weight);
     let (bv, _) = read::<B>(bias);
-    let y = with_values::<B, _>(&x, |xv| normalize(xv, dims_of(&shape), &sv, &gv, &bv, eps));
+    let y = with_values::<B, _>(&x, |xv| {
+        crate::op_timing::time("batch norm normalize", || {
+            normalize(xv, dims_of(&shape), &sv, &gv, &bv, eps)
+        })
+    });
     write::<B>(y, shape, &device)
 }
 
@@ -236,7 +242,11 @@ impl<B: Backend> Backward<B, 3> for NormalizeBackward {
         let (gv, _) = read::<B>(weight);
         let d = dims_of(&shape);
         let (dx, dgamma, dbeta) = with_values::<B, _>(&grad, |dy| {
-            with_values::<B, _>(&x, |xv| normalize_backward(xv, d, &sv, &gv, eps, dy))
+            with_values::<B, _>(&x, |xv| {
+                crate::op_timing::time("batch norm bwd", || {
+                    normalize_backward(xv, d, &sv, &gv, eps, dy)
+                })
+            })
         });
         if let Some(node) = node_x {
             grads.register::<B>(node.id, write::<B>(dx, shape, &device));

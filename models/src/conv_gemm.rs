@@ -433,7 +433,9 @@ fn forward_on<B: Backend>(
     let device = x.device();
     let d = dims_of(x.shape().as_slice(), geom);
     let y = with_values::<B, _>(&x, |xv| {
-        with_values::<B, _>(&weight, |wv| forward(&d, xv, wv))
+        with_values::<B, _>(&weight, |wv| {
+            crate::op_timing::time("conv2d fwd (im2col+GEMM)", || forward(&d, xv, wv))
+        })
     });
     write::<B>(y, vec![d.batch, d.c_out, d.oh, d.ow], &device)
 }
@@ -475,11 +477,15 @@ impl<B: Backend> Backward<B, 2> for ConvGemmBackward {
         let d = dims_of(&xs, &geom);
         with_values::<B, _>(&grad, |dy| {
             if let Some(node) = node_w {
-                let dw = with_values::<B, _>(&x, |xv| weight_grad(&d, xv, dy));
+                let dw = with_values::<B, _>(&x, |xv| {
+                    crate::op_timing::time("conv2d dW (GEMM)", || weight_grad(&d, xv, dy))
+                });
                 grads.register::<B>(node.id, write::<B>(dw, ws, &device));
             }
             if let Some(node) = node_x {
-                let dx = with_values::<B, _>(&w, |wv| input_grad(&d, wv, dy));
+                let dx = with_values::<B, _>(&w, |wv| {
+                    crate::op_timing::time("conv2d dX (GEMM+col2im)", || input_grad(&d, wv, dy))
+                });
                 grads.register::<B>(node.id, write::<B>(dx, xs, &device));
             }
         });

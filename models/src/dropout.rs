@@ -139,7 +139,7 @@ pub trait DropoutBackend: Backend {
 fn masked<B: Backend>(x: FloatTensor<B>, mask: DropMask) -> FloatTensor<B> {
     let device = x.device();
     let (mut v, shape) = read::<B>(x);
-    mask.apply_slice(&mut v);
+    crate::op_timing::time("dropout", || mask.apply_slice(&mut v));
     write::<B>(v, shape, &device)
 }
 

@@ -36,7 +36,9 @@ pub trait ReduceBackend: Backend {
 
 fn sum_squares_on<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let device = burn::backend::TensorMetadata::device(&x);
-    let s = with_values::<B, _>(&x, sum_squares_slice);
+    let s = with_values::<B, _>(&x, |v| {
+        crate::op_timing::time("sum of squares", || sum_squares_slice(v))
+    });
     write::<B>(vec![s as f32], vec![1], &device)
 }
 

@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Ops listed per mode under the table, slowest first (0: none): shears' own CPU
+    /// kernels, and burn's ops as one remainder (JSON rows always hold them all).
+    #[arg(long, default_value_t = 8)]
+    pub top_ops: usize,
 }
 
 /// A scratch directory removed when dropped.
@@ -166,7 +170,31 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         table.push(t);
     }
     print_table(&table);
+    print_ops(&table, args.top_ops);
     Ok(())
+}
+
+/// The top ops by time of each shears row: mean ms and calls per step, share of the step.
+fn print_ops(rows: &[BenchRow], top: usize) {
+    if top == 0 {
+        return;
+    }
+    for r in rows.iter().filter(|r| !r.ops.is_empty()) {
+        println!(
+            "top ops, {} (ms per step, calls per step, share of the step):",
+            r.mode
+        );
+        for o in r.ops.iter().take(top) {
+            let calls = o.calls.map_or_else(String::new, |c| format!("{c:.0}"));
+            println!(
+                "  {:<64} {:>8.1} {:>6} {:>5.1}%",
+                o.op,
+                o.ms,
+                calls,
+                100.0 * o.ms / r.step_ms.max(1e-12)
+            );
+        }
+    }
 }
 
 /// The smallest and largest micro-batch shape, as `32×27`.
@@ -277,5 +305,6 @@ fn run_reference(script: &Path, spec: &ReferenceSpec, scratch: &Path) -> anyhow:
         step_ms: num("step_ms")?,
         examples_per_sec: num("examples_per_sec")?,
         phases_ms: phases,
+        ops: Vec::new(),
     })
 }

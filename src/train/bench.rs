@@ -11,9 +11,11 @@
 //! is left out (a teacher's outputs are cached after their first pass, so they cost the
 //! step little); and `training.sparseprop` is `off` (dense, masked) or `on` (SparseProp).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
+use shears_models::op_timing::OpTime;
 
 use super::engine::{EngineError, EngineOptions, bench_steps};
 use crate::profile::{PhaseTimes, StepPhase};
@@ -60,6 +62,9 @@ pub struct StepBench {
     pub examples: usize,
     /// Time per phase over the timed steps.
     pub phases: PhaseTimes,
+    /// Time in each of shears' own CPU kernels over the timed steps
+    /// ([`shears_models::op_timing`]), by op name.
+    pub ops: BTreeMap<String, OpTime>,
     /// The main input's shape of every micro-batch of every timed step.
     pub batch_shapes: Vec<Vec<Vec<usize>>>,
 }
@@ -103,6 +108,26 @@ pub struct BenchRow {
     /// Mean milliseconds per step in each phase (`data`, `forward`, `backward`, `clip`,
     /// `optimizer`, and `other`: the step's time outside these, e.g. M-FAC's update).
     pub phases_ms: Vec<(String, f64)>,
+    /// The top ops by time, slowest first: shears' own CPU kernels (mean ms and calls per
+    /// step), then [`BURN_OPS`]: the rest of the forward, backward and clipping phases.
+    /// Empty for PyTorch rows.
+    pub ops: Vec<OpRow>,
+}
+
+/// The name of the remainder in [`BenchRow::ops`]: forward + backward + clipping time not
+/// spent in shears' own kernels, i.e. burn's ops (matmul, softmax, layer norm, element-wise
+/// ops, autodiff's bookkeeping).
+pub const BURN_OPS: &str = "burn ops (matmul, element-wise, softmax, norms, pooling; autodiff)";
+
+/// One op of [`BenchRow::ops`].
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRow {
+    /// The op (`conv2d fwd (im2col+GEMM)`, `SparseProp linear bwd`, [`BURN_OPS`], ...).
+    pub op: String,
+    /// Mean milliseconds per step.
+    pub ms: f64,
+    /// Mean calls per step (`None` for the remainder).
+    pub calls: Option<f64>,
 }
 
 impl BenchRow {
@@ -118,6 +143,26 @@ impl BenchRow {
             "other".into(),
             ((total - b.phases.total()).max(0.0)) * 1e3 / n,
         ));
+        let mut ops: Vec<OpRow> = b
+            .ops
+            .iter()
+            .map(|(op, t)| OpRow {
+                op: op.clone(),
+                ms: t.seconds * 1e3 / n,
+                calls: Some(t.calls as f64 / n),
+            })
+            .collect();
+        let in_phases: f64 = [StepPhase::Forward, StepPhase::Backward, StepPhase::Clip]
+            .iter()
+            .map(|&p| b.phases.get(p))
+            .sum();
+        let ours: f64 = b.ops.values().map(|t| t.seconds).sum();
+        ops.push(OpRow {
+            op: BURN_OPS.into(),
+            ms: (in_phases - ours).max(0.0) * 1e3 / n,
+            calls: None,
+        });
+        ops.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         BenchRow {
             engine: "shears".into(),
             mode: mode.name().into(),
@@ -127,6 +172,7 @@ impl BenchRow {
             step_ms: median(&b.step_seconds) * 1e3,
             examples_per_sec: b.examples as f64 / total.max(1e-12),
             phases_ms,
+            ops,
         }
     }
 

@@ -1284,6 +1284,7 @@ where
             step_seconds: Vec::new(),
             examples: 0,
             phases: PhaseTimes::default(),
+            ops: Default::default(),
             batch_shapes: Vec::new(),
         };
         for t in 0..warmup + steps {
@@ -1305,6 +1306,7 @@ where
                 let _ = d.sync();
             }
             let recording = Recording::start(gpu.clone());
+            let ops = shears_models::op_timing::Recording::start();
             let timer = Instant::now();
             let (m, outcome) = self.one_step(model, t)?;
             if let Some(d) = &gpu {
@@ -1312,6 +1314,11 @@ where
             }
             out.step_seconds.push(timer.elapsed().as_secs_f64());
             out.phases.add(&recording.finish());
+            for (name, t) in ops.finish() {
+                let o = out.ops.entry(name.to_string()).or_default();
+                o.seconds += t.seconds;
+                o.calls += t.calls;
+            }
             out.examples += outcome.examples;
             model = m;
         }

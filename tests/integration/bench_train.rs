@@ -89,6 +89,28 @@ fn modes_share_batches_and_hold_the_asked_sparsity() {
     );
     // The 12 pruned linears (q, k, v, attention output, intermediate, output; 2 layers).
     assert_eq!(sparse.sparse_layers, 12);
+    // Op times: every timed micro-batch (3 steps × 2) runs the 2 layers' GELU forward and
+    // backward, and in SparseProp mode the 12 sparse linears forward and backward; the
+    // dense modes never call a SparseProp kernel; the ops fit inside their phases.
+    use shears::profile::StepPhase::{Backward, Clip, Forward};
+    let calls =
+        |b: &shears::train::bench::StepBench, op: &str| b.ops.get(op).map_or(0, |t| t.calls);
+    for b in [dense, masked, sparse] {
+        assert_eq!(calls(b, "GELU fwd"), 3 * 2 * 2, "{:?}", b.ops);
+        assert_eq!(calls(b, "GELU bwd"), 3 * 2 * 2, "{:?}", b.ops);
+        let ours: f64 = b.ops.values().map(|t| t.seconds).sum();
+        let phases = b.phases.get(Forward) + b.phases.get(Backward) + b.phases.get(Clip);
+        assert!(ours <= phases + 1e-9, "{ours} > {phases}: {:?}", b.ops);
+    }
+    for b in [dense, masked] {
+        assert!(
+            !b.ops.keys().any(|k| k.starts_with("SparseProp")),
+            "{:?}",
+            b.ops
+        );
+    }
+    assert_eq!(calls(sparse, "SparseProp linear fwd"), 3 * 2 * 12);
+    assert_eq!(calls(sparse, "SparseProp linear bwd"), 3 * 2 * 12);
     // The reference model is the recipe's model as the first step sees it.
     assert!(same_safetensors(
         &model.join("model.safetensors"),
@@ -155,4 +177,46 @@ fn cli_prints_one_row_per_mode() {
     assert_eq!(rows[0]["steps"], 2);
     assert_eq!(v["batch_shapes"].as_array().unwrap().len(), 2);
     assert!(v["pytorch"].is_null());
+    // The top ops: slowest first, burn's remainder among them; GELU runs in both layers
+    // for each of the step's 2 micro-batches.
+    for r in rows {
+        let ops = r["ops"].as_array().unwrap();
+        let ms: Vec<f64> = ops.iter().map(|o| o["ms"].as_f64().unwrap()).collect();
+        assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
+        assert!(
+            ops.iter()
+                .any(|o| o["op"] == shears::train::bench::BURN_OPS && o["calls"].is_null())
+        );
+        assert!(
+            ops.iter()
+                .any(|o| o["op"] == "GELU fwd" && o["calls"] == 4.0),
+            "{ops:?}"
+        );
+    }
+    // The table lists them under the rows.
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["bench", "train"])
+        .arg(&path)
+        .args([
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--modes",
+            "dense",
+            "--top-ops",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let top = text
+        .split("top ops, dense")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        top.lines().skip(1).filter(|l| l.starts_with("  ")).count(),
+        3,
+        "{text}"
+    );
 }

@@ -98,9 +98,11 @@ pub(crate) fn linear_forward<B: Backend>(
     let xs = x.shape().as_slice().to_vec();
     assert_eq!(xs.len(), 2, "sparseprop_linear: input must be 2-D");
     let b = xs[0];
-    let y = with_values::<B, _>(&x, |xv| {
-        with_values::<B, _>(&values, |vv| {
-            linear::forward(pattern, vv, xv, b, Isa::detect())
+    let y = crate::op_timing::time("SparseProp linear fwd", || {
+        with_values::<B, _>(&x, |xv| {
+            with_values::<B, _>(&values, |vv| {
+                linear::forward(pattern, vv, xv, b, Isa::detect())
+            })
         })
     });
     write::<B>(y, vec![b, pattern.rows()], &device)
@@ -116,10 +118,12 @@ pub(crate) fn linear_backward<B: Backend>(
     let device = x.device();
     let xs = x.shape().as_slice().to_vec();
     let b = xs[0];
-    let (dx, dval) = with_values::<B, _>(&x, |xv| {
-        with_values::<B, _>(&values, |vv| {
-            with_values::<B, _>(&grad, |gv| {
-                linear::backward(pattern, vv, xv, gv, b, Isa::detect())
+    let (dx, dval) = crate::op_timing::time("SparseProp linear bwd", || {
+        with_values::<B, _>(&x, |xv| {
+            with_values::<B, _>(&values, |vv| {
+                with_values::<B, _>(&grad, |gv| {
+                    linear::backward(pattern, vv, xv, gv, b, Isa::detect())
+                })
             })
         })
     });
@@ -152,9 +156,11 @@ pub(crate) fn conv2d_forward<B: Backend>(
     let (oh, ow) = geom
         .output_size(h, w)
         .expect("sparseprop_conv2d: kernel larger than the padded input");
-    let y = with_values::<B, _>(&x, |xv| {
-        with_values::<B, _>(&values, |vv| {
-            conv::forward(pattern, vv, geom, xv, (b, h, w), Isa::detect())
+    let y = crate::op_timing::time("SparseProp conv2d fwd", || {
+        with_values::<B, _>(&x, |xv| {
+            with_values::<B, _>(&values, |vv| {
+                conv::forward(pattern, vv, geom, xv, (b, h, w), Isa::detect())
+            })
         })
     });
     write::<B>(y, vec![b, geom.out_channels, oh, ow], &device)
@@ -171,10 +177,12 @@ pub(crate) fn conv2d_backward<B: Backend>(
     let device = x.device();
     let xs = x.shape().as_slice().to_vec();
     let dimsv = conv_dims(&xs);
-    let (dx, dval) = with_values::<B, _>(&x, |xv| {
-        with_values::<B, _>(&values, |vv| {
-            with_values::<B, _>(&grad, |gv| {
-                conv::backward(pattern, vv, geom, xv, gv, dimsv, Isa::detect())
+    let (dx, dval) = crate::op_timing::time("SparseProp conv2d bwd", || {
+        with_values::<B, _>(&x, |xv| {
+            with_values::<B, _>(&values, |vv| {
+                with_values::<B, _>(&grad, |gv| {
+                    conv::backward(pattern, vv, geom, xv, gv, dimsv, Isa::detect())
+                })
             })
         })
     });
