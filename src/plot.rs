@@ -1,8 +1,12 @@
-//! Line charts as SVG: the curves of a run (`curves.svg`) and `shears plot`.
+//! Line charts as SVG and PNG: the curves of a run (`curves.svg`, `curves.png`) and
+//! `shears plot`.
 //!
-//! Drawn with `plotters`' SVG backend (pure Rust, no fonts or C libraries needed). Every
-//! chart also carries its data: a `<metadata id="shears-data">` element holds the plotted
-//! series as JSON, so a file can be checked (and re-plotted) without reading pixels.
+//! Drawn with `plotters` (pure Rust, no C libraries), text laid out with `ab_glyph` in the
+//! Hack font embedded by `epaint_default_fonts` (no system fonts needed), PNGs encoded with
+//! `png`. Every chart also carries its data: in an SVG, a `<metadata id="shears-data">`
+//! element holds the plotted series as JSON; in a PNG, an iTXt chunk with the keyword
+//! `shears-data` holds the same JSON; so a file can be checked (and re-plotted) without
+//! reading pixels.
 
 use std::path::Path;
 
@@ -71,18 +75,84 @@ fn draw_err(e: impl std::fmt::Display) -> PlotError {
     PlotError::Draw(e.to_string())
 }
 
+/// The keyword of the PNG text chunk (and the id of the SVG element) holding the data.
+pub const DATA_KEY: &str = "shears-data";
+
+/// Registers the embedded font as plotters' `sans-serif` (once per process).
+fn register_font() -> Result<(), PlotError> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::HACK_REGULAR,
+        )
+        .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(draw_err("the embedded font could not be read"))
+    }
+}
+
+/// Width of a figure and height of each of its panels, in pixels.
+const WIDTH: u32 = 960;
+const PANEL_HEIGHT: u32 = 260;
+
+fn figure_height(panels: &[Panel]) -> u32 {
+    PANEL_HEIGHT * panels.len().max(1) as u32
+}
+
+/// Draws the panels, stacked, on `root`.
+fn draw_figure<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    panels: &[Panel],
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_err)?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
+    root.present().map_err(draw_err)
+}
+
+/// The panels, stacked, as a PNG image (960 px wide, 260 px per panel), with the plotted
+/// series as JSON in an iTXt chunk keyed [`DATA_KEY`].
+pub fn render_png(panels: &[Panel]) -> Result<Vec<u8>, PlotError> {
+    register_font()?;
+    let (w, h) = (WIDTH, figure_height(panels));
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    draw_figure(
+        BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area(),
+        panels,
+    )?;
+    let data = serde_json::to_string(panels).expect("panels serialise");
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.add_itxt_chunk(DATA_KEY.to_string(), data)
+            .map_err(draw_err)?;
+        let mut writer = enc.write_header().map_err(draw_err)?;
+        writer.write_image_data(&rgb).map_err(draw_err)?;
+        writer.finish().map_err(draw_err)?;
+    }
+    Ok(out)
+}
+
 /// The panels, stacked, as an SVG document (960 px wide, 260 px per panel).
 pub fn render_svg(panels: &[Panel]) -> Result<String, PlotError> {
+    register_font()?;
     let mut svg = String::new();
     {
-        let height = 260 * panels.len().max(1) as u32;
-        let root = SVGBackend::with_string(&mut svg, (960, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((panels.len().max(1), 1));
-        for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel)?;
-        }
-        root.present().map_err(draw_err)?;
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, figure_height(panels))).into_drawing_area();
+        draw_figure(root, panels)?;
     }
     let data = serde_json::to_string(panels).expect("panels serialise");
     let escaped = data
@@ -94,7 +164,7 @@ pub fn render_svg(panels: &[Panel]) -> Result<String, PlotError> {
         .ok_or_else(|| draw_err("no </svg> written"))?;
     svg.insert_str(
         end,
-        &format!("<metadata id=\"shears-data\">{escaped}</metadata>\n"),
+        &format!("<metadata id=\"{DATA_KEY}\">{escaped}</metadata>\n"),
     );
     Ok(svg)
 }
@@ -125,10 +195,21 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(draw_err)?;
+    // Small values (learning rates) in scientific notation: plotters' own labels would
+    // print `0.00001` for every tick of a 1e-5 .. 2e-5 axis.
+    let small = y0.abs().max(y1.abs()) < 1e-2;
+    let y_tick = |v: &f64| {
+        if small {
+            format!("{v:.2e}")
+        } else {
+            format!("{}", (v * 1e4).round() / 1e4)
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
+        .y_label_formatter(&y_tick)
         .light_line_style(WHITE)
         .draw()
         .map_err(draw_err)?;
@@ -174,11 +255,47 @@ where
     Ok(())
 }
 
-/// Renders the panels into `path` (written atomically).
+/// Renders the panels into `path` (written atomically) as SVG.
 pub fn write_svg(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
     let svg = render_svg(panels)?;
     write_atomic(path, svg.as_bytes())?;
     Ok(())
+}
+
+/// Renders the panels into `path` (written atomically) as PNG.
+pub fn write_png(path: &Path, panels: &[Panel]) -> Result<(), PlotError> {
+    let png = render_png(panels)?;
+    write_atomic(path, &png)?;
+    Ok(())
+}
+
+/// The image formats a chart is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartFormat {
+    /// SVG (vector, with the data in a `<metadata>` element).
+    Svg,
+    /// PNG (raster, with the data in an iTXt chunk).
+    Png,
+}
+
+impl ChartFormat {
+    /// The format named by `path`'s extension (`.svg` or `.png`, any case), or `None`.
+    pub fn of(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "svg" => Some(Self::Svg),
+            "png" => Some(Self::Png),
+            _ => None,
+        }
+    }
+}
+
+/// Renders the panels into `path` in `format` (written atomically).
+pub fn write_chart(path: &Path, format: ChartFormat, panels: &[Panel]) -> Result<(), PlotError> {
+    match format {
+        ChartFormat::Svg => write_svg(path, panels),
+        ChartFormat::Png => write_png(path, panels),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub const HISTORY_FILE: &str = "history.json";
 pub const SCHEDULE_FILE: &str = "schedule.json";
 /// The chart of a run, in its run directory.
 pub const CURVES_FILE: &str = "curves.svg";
+/// The same chart as a PNG image, beside [`CURVES_FILE`].
+pub const CURVES_PNG_FILE: &str = "curves.png";
 /// The results file of `shears prune --out DIR`.
 pub const ONESHOT_FILE: &str = "oneshot.json";
 

@@ -49,7 +49,9 @@ use super::TrainError;
 use super::bench::StepBench;
 use super::checkpoint::{CheckpointError, CheckpointStore, TrainState};
 use super::cram::CramStep;
-use super::curves::{CURVES_FILE, HISTORY_FILE, RunCurves, RunSchedule, SCHEDULE_FILE, run_panels};
+use super::curves::{
+    CURVES_FILE, CURVES_PNG_FILE, HISTORY_FILE, RunCurves, RunSchedule, SCHEDULE_FILE, run_panels,
+};
 use super::grads::GradientSource;
 use super::grads::{BatchGradients, Distilling, TaskSampler};
 use super::mfac::{MfacConfig, MfacStep};
@@ -71,7 +73,7 @@ use crate::arch::bert::{BertFamily, model_files};
 use crate::arch::{ArchError, Architecture};
 use crate::data::batch::length_bucketed_order;
 use crate::device::{DeviceError, DeviceSpec};
-use crate::plot::write_svg;
+use crate::plot::{ChartFormat, write_chart};
 use crate::profile::{PhaseTimes, Recording};
 use crate::recipe::Recipe;
 use crate::recipe::plan::{Plan, PlanError, plan};
@@ -1396,8 +1398,8 @@ where
         Ok(())
     }
 
-    /// `curves.svg` from the history so far. A chart that cannot be drawn is logged, not
-    /// fatal: training goes on.
+    /// `curves.svg` and `curves.png` from the history so far. A chart that cannot be drawn
+    /// is logged, not fatal: training goes on.
     fn write_curves(&mut self) {
         let run = RunCurves {
             label: self
@@ -1409,8 +1411,13 @@ where
             pruning_steps: self.modifiers.pruning_steps(self.end),
         };
         let panels = run_panels(&[run], self.task.main_metric());
-        if let Err(e) = write_svg(&self.opts.run_dir.join(CURVES_FILE), &panels) {
-            self.log_eval(format!("warning: {CURVES_FILE} not written: {e}"));
+        for (file, format) in [
+            (CURVES_FILE, ChartFormat::Svg),
+            (CURVES_PNG_FILE, ChartFormat::Png),
+        ] {
+            if let Err(e) = write_chart(&self.opts.run_dir.join(file), format, &panels) {
+                self.log_eval(format!("warning: {file} not written: {e}"));
+            }
         }
     }
 

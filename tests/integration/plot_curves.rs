@@ -1,5 +1,6 @@
-//! `curves.svg` of a run and `shears plot`: the files parse as SVG, hold one drawn line per
-//! series, and what they plot equals `history.json` and `schedule.json`, which in turn
+//! `curves.svg`/`curves.png` of a run and `shears plot`: the files parse as SVG (XML) and PNG,
+//! hold one drawn line per series, and what they plot equals `history.json` and
+//! `schedule.json`, which in turn
 //! agree with the step lines of `train.log` (losses, learning rates) and with the
 //! recipe's pruning schedule.
 
@@ -34,6 +35,37 @@ fn parse_svg(path: &Path) -> (Vec<Value>, Vec<(String, usize)>) {
         })
         .collect();
     (panels, lines)
+}
+
+/// The PNG's size, its `shears-data` iTXt chunk (the plotted panels) and the set of pixel
+/// colours it uses.
+fn parse_png(path: &Path) -> ((u32, u32), Vec<Value>, std::collections::HashSet<[u8; 3]>) {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().expect("a readable PNG");
+    let info = reader.info();
+    let size = (info.width, info.height);
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let text = info
+        .utf8_text
+        .iter()
+        .find(|c| c.keyword == "shears-data")
+        .expect("the chart carries its data")
+        .get_text()
+        .unwrap();
+    let panels: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let colours = buf[..frame.buffer_size()]
+        .chunks_exact(3)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (size, panels, colours)
+}
+
+/// `#RRGGBB` as bytes.
+fn rgb(hex: &str) -> [u8; 3] {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
 }
 
 fn points(series: &Value) -> Vec<(f64, f64)> {
@@ -145,6 +177,19 @@ fn run_curves_and_overlays_plot_what_the_run_recorded() {
         8,
         "a line and a legend sample per panel: {lines:?}"
     );
+    // curves.png is the same figure: 960 × 260 px per panel, the same data, drawn in the
+    // series' colour and the markers' grey (and text and axes in black).
+    let (size, png_panels, colours) = parse_png(&run.join("curves.png"));
+    assert_eq!(size, (960, 4 * 260));
+    assert_eq!(png_panels, panels);
+    for c in [
+        rgb(&colour[0].0),
+        rgb("#AAAAAA"),
+        [0, 0, 0],
+        [255, 255, 255],
+    ] {
+        assert!(colours.contains(&c), "{c:?} not drawn");
+    }
 
     // shears plot: this run, another run and a one-shot sweep.
     let other = tmp.path().join("again");
@@ -173,6 +218,30 @@ fn run_curves_and_overlays_plot_what_the_run_recorded() {
     assert!(status.status.success(), "{status:?}");
     let (panels, _) = parse_svg(&svg);
     assert_eq!(panels.len(), 5);
+    // `--out *.png` draws the same panels as a PNG; another extension is an error.
+    let png_out = tmp.path().join("overlay.PNG");
+    let status = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["plot"])
+        .args([&run, &other, &sweep])
+        .arg("--out")
+        .arg(&png_out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let (size, png_panels, _) = parse_png(&png_out);
+    assert_eq!((size, &png_panels), ((960, 5 * 260), &panels));
+    let bad = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["plot"])
+        .arg(&run)
+        .args(["--out", "chart.jpg"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        err.contains("--out chart.jpg") && err.contains(".svg or .png"),
+        "{err}"
+    );
     let labels = |p: &Value| -> Vec<String> {
         p["series"]
             .as_array()
