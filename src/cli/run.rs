@@ -133,6 +133,11 @@ pub fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     device
         .device()
         .with_context(|| format!("--device {device}"))?;
+    // A bad device list fails before the run directory is created.
+    if let Some(training) = &recipe.training {
+        shears::train::engine::data_parallel_replicas(device, training)
+            .with_context(|| format!("cannot run {}", args.recipe.display()))?;
+    }
     if args.resume
         && args.out.is_none()
         && recipe

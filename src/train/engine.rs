@@ -672,9 +672,10 @@ struct Phase {
 }
 
 /// The autodiff handles of the data-parallel devices other than the main one
-/// (`training.devices[1..]`), checking that the list starts with the run's device and
-/// names each device once.
-fn data_parallel_replicas(
+/// (`training.devices[1..]`), checking that the list starts with the run's device `main`,
+/// names each device once, and that every device exists. `shears run` calls it before it
+/// creates the run directory, so a bad list leaves nothing behind.
+pub fn data_parallel_replicas(
     main: DeviceSpec,
     training: &TrainingSection,
 ) -> Result<Vec<Device>, EngineError> {

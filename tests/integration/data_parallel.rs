@@ -145,4 +145,25 @@ fn the_device_list_must_start_with_the_run_device() {
         }
     ));
     assert!(err.to_string().contains("starts with `ndarray`"), "{err}");
+
+    // Through the CLI the list is checked before the run directory is created.
+    let out_dir = tmp.path().join("cli-run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+        .arg("run")
+        .arg(&recipe.path)
+        .args(["--device", "flex", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("training.devices") && stderr.contains("starts with `ndarray`"),
+        "{stderr}"
+    );
+    assert!(
+        !out_dir.exists(),
+        "a failed device check left {}",
+        out_dir.display()
+    );
 }
