@@ -154,6 +154,130 @@ multiversion!(fn forward_channel_mv => forward_channel(
     row_ptr: &[u32], col_idx: &[u32], values: &[f32], xt: &[f32], d: &Dims, oc: usize, out: &mut [f32]
 ));
 
+/// One non-zero of the weight as the output-stationary forward uses it: the offset of the
+/// input element it multiplies for output position `(0, 0)` and batch 0 (negative where
+/// padding is involved), its kernel offsets and its value.
+#[derive(Clone, Copy)]
+struct Tap {
+    base: isize,
+    kh: usize,
+    kw: usize,
+    v: f32,
+}
+
+/// The taps of every output channel, channel `oc`'s at `taps[start[oc]..start[oc + 1]]`, in
+/// the pattern's (CSR) order.
+fn taps(
+    pattern: &SparsePattern,
+    values: &[f32],
+    d: &Dims,
+    ic_stride: usize,
+) -> (Vec<Tap>, Vec<usize>) {
+    let kk = d.k * d.k;
+    let (row_ptr, col_idx) = (pattern.row_ptr(), pattern.col_idx());
+    let taps = col_idx
+        .iter()
+        .zip(values)
+        .map(|(&col, &v)| {
+            let col = col as usize;
+            let (ic, r) = (col / kk, col % kk);
+            let (kh, kw) = (r / d.k, r % d.k);
+            let pad = d.pad as isize;
+            let base = (ic * ic_stride) as isize
+                + ((kh as isize - pad) * d.w as isize + (kw as isize - pad)) * d.b as isize;
+            Tap { base, kh, kw, v }
+        })
+        .collect();
+    (taps, row_ptr.iter().map(|&r| r as usize).collect())
+}
+
+/// Output row `p` of every output channel, output-stationary: for each output position
+/// `(p, q)` the taps whose input element exists are gathered once, then each block of
+/// `4 × LANES` batch entries is accumulated in registers over those taps and stored once
+/// (the channel-stationary [`forward_channel`] reads and writes the output once per
+/// non-zero). The taps are applied in the same order as there, so the sums are the same.
+/// `out` is the address of the `[OC, OH, OW, B]` output; this call writes exactly the
+/// entries of row `p`.
+#[inline(always)]
+unsafe fn forward_row<S: Simd>(
+    taps: &[Tap],
+    start: &[usize],
+    xt: &[f32],
+    d: &Dims,
+    p: usize,
+    out: usize,
+    live: &mut Vec<(isize, f32)>,
+) {
+    let (b, w) = (d.b, S::LANES);
+    let xp = xt.as_ptr();
+    let out = out as *mut f32;
+    let ih0 = d.s * p;
+    for oc in 0..start.len() - 1 {
+        let oc_taps = &taps[start[oc]..start[oc + 1]];
+        let orow = ((oc * d.oh + p) * d.ow) * b;
+        for q in 0..d.ow {
+            let iw0 = d.s * q;
+            let pos = ((ih0 * d.w + iw0) * b) as isize;
+            live.clear();
+            live.extend(
+                oc_taps
+                    .iter()
+                    .filter(|t| {
+                        let (ih, iw) = (ih0 + t.kh, iw0 + t.kw);
+                        ih >= d.pad && ih - d.pad < d.h && iw >= d.pad && iw - d.pad < d.w
+                    })
+                    .map(|t| (t.base + pos, t.v)),
+            );
+            unsafe {
+                let o = out.add(orow + q * b);
+                let mut bb = 0;
+                while bb + 4 * w <= b {
+                    let (mut a0, mut a1, mut a2, mut a3) =
+                        (S::zero(), S::zero(), S::zero(), S::zero());
+                    for &(off, v) in live.iter() {
+                        let x = xp.offset(off).add(bb);
+                        let v = S::splat(v);
+                        a0 = S::fma(v, S::load(x), a0);
+                        a1 = S::fma(v, S::load(x.add(w)), a1);
+                        a2 = S::fma(v, S::load(x.add(2 * w)), a2);
+                        a3 = S::fma(v, S::load(x.add(3 * w)), a3);
+                    }
+                    S::store(o.add(bb), a0);
+                    S::store(o.add(bb + w), a1);
+                    S::store(o.add(bb + 2 * w), a2);
+                    S::store(o.add(bb + 3 * w), a3);
+                    bb += 4 * w;
+                }
+                while bb + w <= b {
+                    let mut a = S::zero();
+                    for &(off, v) in live.iter() {
+                        a = S::fma(S::splat(v), S::load(xp.offset(off).add(bb)), a);
+                    }
+                    S::store(o.add(bb), a);
+                    bb += w;
+                }
+                while bb < b {
+                    let mut a = 0.0f32;
+                    for &(off, v) in live.iter() {
+                        a += v * *xp.offset(off).add(bb);
+                    }
+                    *o.add(bb) = a;
+                    bb += 1;
+                }
+            }
+        }
+    }
+}
+
+multiversion!(fn forward_row_mv => forward_row(
+    taps: &[Tap], start: &[usize], xt: &[f32], d: &Dims, p: usize, out: usize,
+    live: &mut Vec<(isize, f32)>
+));
+
+/// Batches at least this large take the output-stationary forward ([`forward_row`]);
+/// smaller ones the channel-stationary one, whose FMAs run along `(q, b)` together.
+const ROW_FORWARD_MIN_BATCH: usize = 16;
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn backward_channel<S: Simd>(
@@ -279,6 +403,21 @@ pub fn forward_channel_major(
     );
     let d = dims(geom, b, h, w);
     let plane = d.oh * d.ow * b;
+    if plane > 0 && b >= ROW_FORWARD_MIN_BATCH {
+        let n = geom.out_channels * plane;
+        let (taps, start) = taps(pattern, values, &d, h * w * b);
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let addr = out.as_mut_ptr() as usize;
+        (0..d.oh)
+            .into_par_iter()
+            .for_each_init(Vec::new, |live, p| {
+                forward_row_mv(isa, &taps, &start, xt, &d, p, addr, live);
+            });
+        // SAFETY: the rows 0..OH of every channel cover all `n` entries, and each
+        // `forward_row` call wrote every entry of its row (rows are disjoint across calls).
+        unsafe { out.set_len(n) };
+        return out;
+    }
     let mut out = vec![0.0f32; geom.out_channels * plane];
     if plane == 0 {
         return out;

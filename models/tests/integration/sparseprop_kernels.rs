@@ -223,8 +223,9 @@ fn conv_random_shapes_match_dense() {
 #[test]
 fn conv_edge_cases() {
     let mut rng = Rng::new(4);
-    // Batch sizes around the vector widths, stride 2 with odd sizes, 0 % and 100 %.
-    for b in [1, 8, 9, 17, 33] {
+    // Batch sizes around the vector widths (from 16 on, the output-stationary forward; 67
+    // reaches its 4-vector blocks with 16 lanes), stride 2 with odd sizes, 0 % and 100 %.
+    for b in [1, 8, 9, 15, 16, 17, 33, 67] {
         for (stride, padding) in [(1, 1), (2, 1), (2, 0), (1, 0)] {
             for s in [0.0, 0.9, 1.0] {
                 check_conv(&mut rng, (b, 3, 4, 7, 9), 3, stride, padding, s, true);
