@@ -117,7 +117,7 @@ pub struct BenchRow {
 /// The name of the remainder in [`BenchRow::ops`]: forward + backward + clipping time not
 /// spent in shears' own kernels, i.e. burn's ops (matmul, softmax, layer norm, element-wise
 /// ops, autodiff's bookkeeping).
-pub const BURN_OPS: &str = "burn ops (matmul, element-wise, softmax, norms, pooling; autodiff)";
+pub const BURN_OPS: &str = "burn ops (matmul, element-wise, softmax, norms; autodiff)";
 
 /// One op of [`BenchRow::ops`].
 #[derive(Debug, Clone, Serialize)]
