@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::layout::SparsePattern;
 use super::linear::transpose;
-use super::simd::{Isa, Simd, axpy, axpy_dot};
+use super::simd::{Isa, Simd, axpy, axpy_dot, weighted_sum};
 use crate::multiversion;
 
 /// Static shape of a sparse conv2d: channels, square kernel, stride and zero padding.
@@ -194,6 +194,7 @@ fn taps(
 /// Output row `p` of every output channel, output-stationary: for each output position
 /// `(p, q)` the taps whose input element exists are gathered once, then each block of
 /// `4 × LANES` batch entries is accumulated in registers over those taps and stored once
+/// ([`weighted_sum`])
 /// (the channel-stationary [`forward_channel`] reads and writes the output once per
 /// non-zero). The taps are applied in the same order as there, so the sums are the same.
 /// `out` is the address of the `[OC, OH, OW, B]` output; this call writes exactly the
@@ -208,7 +209,7 @@ unsafe fn forward_row<S: Simd>(
     out: usize,
     live: &mut Vec<(isize, f32)>,
 ) {
-    let (b, w) = (d.b, S::LANES);
+    let b = d.b;
     let xp = xt.as_ptr();
     let out = out as *mut f32;
     let ih0 = d.s * p;
@@ -229,41 +230,15 @@ unsafe fn forward_row<S: Simd>(
                     .map(|t| (t.base + pos, t.v)),
             );
             unsafe {
-                let o = out.add(orow + q * b);
-                let mut bb = 0;
-                while bb + 4 * w <= b {
-                    let (mut a0, mut a1, mut a2, mut a3) =
-                        (S::zero(), S::zero(), S::zero(), S::zero());
-                    for &(off, v) in live.iter() {
-                        let x = xp.offset(off).add(bb);
-                        let v = S::splat(v);
-                        a0 = S::fma(v, S::load(x), a0);
-                        a1 = S::fma(v, S::load(x.add(w)), a1);
-                        a2 = S::fma(v, S::load(x.add(2 * w)), a2);
-                        a3 = S::fma(v, S::load(x.add(3 * w)), a3);
-                    }
-                    S::store(o.add(bb), a0);
-                    S::store(o.add(bb + w), a1);
-                    S::store(o.add(bb + 2 * w), a2);
-                    S::store(o.add(bb + 3 * w), a3);
-                    bb += 4 * w;
-                }
-                while bb + w <= b {
-                    let mut a = S::zero();
-                    for &(off, v) in live.iter() {
-                        a = S::fma(S::splat(v), S::load(xp.offset(off).add(bb)), a);
-                    }
-                    S::store(o.add(bb), a);
-                    bb += w;
-                }
-                while bb < b {
-                    let mut a = 0.0f32;
-                    for &(off, v) in live.iter() {
-                        a += v * *xp.offset(off).add(bb);
-                    }
-                    *o.add(bb) = a;
-                    bb += 1;
-                }
+                weighted_sum::<S>(
+                    b,
+                    live.len(),
+                    |t| {
+                        let (off, v) = *live.get_unchecked(t);
+                        (v, xp.offset(off))
+                    },
+                    out.add(orow + q * b),
+                );
             }
         }
     }

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::layout::SparsePattern;
-use super::simd::{Isa, Simd};
+use super::simd::{Isa, Simd, weighted_sum};
 use crate::multiversion;
 
 /// Transposes a row-major `rows × cols` matrix into a row-major `cols × rows` one.
@@ -106,7 +106,6 @@ unsafe fn forward_rows<S: Simd>(
     r0: usize,
     yt: &mut [f32],
 ) {
-    let w = S::LANES;
     let xp = xt.as_ptr();
     let rows = yt.len() / b.max(1);
     unsafe {
@@ -114,45 +113,18 @@ unsafe fn forward_rows<S: Simd>(
             let i = r0 + li;
             let (k0, k1) = (row_ptr[i] as usize, row_ptr[i + 1] as usize);
             let out = yt.as_mut_ptr().add(li * b);
-            let mut c = 0;
-            while c + 4 * w <= b {
-                let (mut a0, mut a1, mut a2, mut a3) = (S::zero(), S::zero(), S::zero(), S::zero());
-                for k in k0..k1 {
-                    let v = S::splat(*values.get_unchecked(k));
-                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
-                    a0 = S::fma(v, S::load(x), a0);
-                    a1 = S::fma(v, S::load(x.add(w)), a1);
-                    a2 = S::fma(v, S::load(x.add(2 * w)), a2);
-                    a3 = S::fma(v, S::load(x.add(3 * w)), a3);
-                }
-                S::store(out.add(c), a0);
-                S::store(out.add(c + w), a1);
-                S::store(out.add(c + 2 * w), a2);
-                S::store(out.add(c + 3 * w), a3);
-                c += 4 * w;
-            }
-            while c + w <= b {
-                let mut a0 = S::zero();
-                for k in k0..k1 {
-                    let v = S::splat(*values.get_unchecked(k));
-                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
-                    a0 = S::fma(v, S::load(x), a0);
-                }
-                S::store(out.add(c), a0);
-                c += w;
-            }
-            if c < b {
-                let tail = b - c;
-                let mut acc = [0.0f32; 64];
-                for k in k0..k1 {
-                    let v = *values.get_unchecked(k);
-                    let x = xp.add(*col_idx.get_unchecked(k) as usize * b + c);
-                    for (t, a) in acc.iter_mut().enumerate().take(tail) {
-                        *a += v * *x.add(t);
-                    }
-                }
-                std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(c), tail);
-            }
+            weighted_sum::<S>(
+                b,
+                k1 - k0,
+                |t| {
+                    let k = k0 + t;
+                    (
+                        *values.get_unchecked(k),
+                        xp.add(*col_idx.get_unchecked(k) as usize * b),
+                    )
+                },
+                out,
+            );
         }
     }
 }

@@ -223,6 +223,62 @@ pub(crate) use x86::{Avx2, Avx512};
 /// `y[..n] += a · x[..n]`.
 ///
 /// # Safety
+/// `out[c] = Σ_t v_t · x_t[c]` for `c < n`, where `tap(t)` gives `(v_t, x_t)` for
+/// `t < taps`: the sums run in tap order, held in registers over blocks of 4 vectors, then
+/// 1 vector, then the scalar tail, and `out` is written once (the gather of the sparse
+/// linear forward and of the output-stationary conv forward).
+///
+/// # Safety
+/// Every `x_t` valid for `n` reads, `out` for `n` writes; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn weighted_sum<S: Simd>(
+    n: usize,
+    taps: usize,
+    tap: impl Fn(usize) -> (f32, *const f32),
+    out: *mut f32,
+) {
+    let w = S::LANES;
+    unsafe {
+        let mut c = 0;
+        while c + 4 * w <= n {
+            let (mut a0, mut a1, mut a2, mut a3) = (S::zero(), S::zero(), S::zero(), S::zero());
+            for t in 0..taps {
+                let (v, x) = tap(t);
+                let (v, x) = (S::splat(v), x.add(c));
+                a0 = S::fma(v, S::load(x), a0);
+                a1 = S::fma(v, S::load(x.add(w)), a1);
+                a2 = S::fma(v, S::load(x.add(2 * w)), a2);
+                a3 = S::fma(v, S::load(x.add(3 * w)), a3);
+            }
+            S::store(out.add(c), a0);
+            S::store(out.add(c + w), a1);
+            S::store(out.add(c + 2 * w), a2);
+            S::store(out.add(c + 3 * w), a3);
+            c += 4 * w;
+        }
+        while c + w <= n {
+            let mut a0 = S::zero();
+            for t in 0..taps {
+                let (v, x) = tap(t);
+                a0 = S::fma(S::splat(v), S::load(x.add(c)), a0);
+            }
+            S::store(out.add(c), a0);
+            c += w;
+        }
+        if c < n {
+            let rest = n - c;
+            let mut acc = [0.0f32; 16];
+            for t in 0..taps {
+                let (v, x) = tap(t);
+                for (i, a) in acc.iter_mut().enumerate().take(rest) {
+                    *a += v * *x.add(c + i);
+                }
+            }
+            std::ptr::copy_nonoverlapping(acc.as_ptr(), out.add(c), rest);
+        }
+    }
+}
+
 /// `x` and `y` valid for `n` floats; the CPU supports `S`.
 #[inline(always)]
 pub(crate) unsafe fn axpy<S: Simd>(n: usize, a: f32, x: *const f32, y: *mut f32) {
