@@ -185,7 +185,7 @@ fn col2im(d: &ConvDims, col: &[f32], dx: &mut [f32]) {
 
 /// A read-only matrix view: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
-struct View<'a> {
+pub(crate) struct View<'a> {
     data: &'a [f32],
     rs: usize,
     cs: usize,
@@ -193,7 +193,7 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     /// Row-major `[rows, cols]`.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
         Self {
             data,
             rs: cols,
@@ -202,7 +202,7 @@ impl<'a> View<'a> {
     }
 
     /// The transpose of row-major `[cols, rows]` data, seen as `[rows, cols]`.
-    fn transposed(data: &'a [f32], rows: usize) -> Self {
+    pub(crate) fn transposed(data: &'a [f32], rows: usize) -> Self {
         Self {
             data,
             rs: 1,
@@ -216,7 +216,7 @@ impl<'a> View<'a> {
 }
 
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with `dst` row-major; accumulates when `add`.
-fn matmul(
+pub(crate) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     add: bool,

@@ -19,6 +19,7 @@ pub mod conv_gemm;
 pub mod dropout;
 pub mod layer_norm;
 pub mod linear;
+pub mod linear_gemm;
 pub mod op_timing;
 pub mod reduce;
 pub mod resnet;

@@ -130,11 +130,6 @@ impl PrunableLinear {
                 return sparse_linear(x, &weight, self.bias.as_ref().map(|b| b.val()));
             }
         }
-        // `linear` takes the weight as `[in, out]`: a transposed view of our `[out, in]`.
-        burn::tensor::module::linear(
-            x,
-            self.weight.val().transpose(),
-            self.bias.as_ref().map(|b| b.val()),
-        )
+        crate::linear_gemm::dense_linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 }

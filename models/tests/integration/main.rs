@@ -12,6 +12,7 @@ mod bert_tokenizer;
 mod conv_gemm;
 mod dropout;
 mod gelu;
+mod linear_gemm;
 mod prunable_conv;
 mod resnet_common;
 mod resnet_parity;
