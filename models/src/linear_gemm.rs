@@ -25,12 +25,7 @@ use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::ops::is_sparse_cpu_device;
 
 /// `y: [n, out] = x: [n, in] · wᵀ` for `w: [out, in]`.
-pub fn forward(n: usize, x: &[f32], w: &[f32], d_out: usize) -> Vec<f32> {
-    let d_in = if n == 0 {
-        w.len() / d_out.max(1)
-    } else {
-        x.len() / n
-    };
+pub fn forward(n: usize, x: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
     let mut y = vec![0.0f32; n * d_out];
     matmul(
         (n, d_out, d_in),
@@ -90,10 +85,10 @@ fn dims(x: &[usize], w: &[usize]) -> (usize, usize, usize) {
 
 fn forward_on<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>) -> FloatTensor<B> {
     let device = x.device();
-    let (n, _, d_out) = dims(x.shape().as_slice(), weight.shape().as_slice());
+    let (n, d_in, d_out) = dims(x.shape().as_slice(), weight.shape().as_slice());
     let y = with_values::<B, _>(&x, |xv| {
         with_values::<B, _>(&weight, |wv| {
-            crate::op_timing::time("linear fwd (GEMM)", || forward(n, xv, wv, d_out))
+            crate::op_timing::time("linear fwd (GEMM)", || forward(n, xv, wv, d_out, d_in))
         })
     });
     write::<B>(y, vec![n, d_out], &device)
