@@ -11,7 +11,8 @@ use shears_models::sparseprop::conv::Conv2dGeometry;
 /// `(batch, c_in, c_out, h, w, k, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-struct Rng(u64);
+/// A seeded xorshift generator of values in [-0.5, 0.5) (also used by `linear_gemm`).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> f32 {
@@ -23,7 +24,7 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         ((self.next() + 0.5) * n as f32) as usize % n
     }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
+    pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.next()).collect()
     }
 }

@@ -6,22 +6,10 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_models::linear_gemm::dense_linear;
 
+use crate::conv_gemm::Rng;
+
 /// `(leading dims, in, out, bias)`.
 type Case = (Vec<usize>, usize, usize, bool);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
 
 fn cases() -> Vec<Case> {
     vec![
