@@ -39,8 +39,7 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec
 }
 
 /// `dx: [n, in] = dy: [n, out] · w` for `w: [out, in]`.
-pub fn input_grad(n: usize, dy: &[f32], w: &[f32], d_out: usize) -> Vec<f32> {
-    let d_in = w.len() / d_out.max(1);
+pub fn input_grad(n: usize, dy: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; n * d_in];
     matmul(
         (n, d_in, d_out),
@@ -132,7 +131,9 @@ impl<B: Backend> Backward<B, 2> for LinearGemmBackward {
             }
             if let Some(node) = node_x {
                 let dx = with_values::<B, _>(&w, |wv| {
-                    crate::op_timing::time("linear dX (GEMM)", || input_grad(n, dy, wv, d_out))
+                    crate::op_timing::time("linear dX (GEMM)", || {
+                        input_grad(n, dy, wv, d_out, d_in)
+                    })
                 });
                 grads.register::<B>(node.id, write::<B>(dx, xs, &device));
             }

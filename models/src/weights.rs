@@ -357,6 +357,12 @@ impl Checkpoint {
     }
 }
 
+/// The burn record file of a model directory (burn-store's native format, as `shears export
+/// --format burn` writes it). Its tensors carry the burn module's parameter paths, so it is
+/// loaded into a module built from `config.json` ([`load_burn_record`]), not through a
+/// family's checkpoint name mapping.
+pub const BURN_RECORD_FILE: &str = "model.bpk";
+
 /// Whether `file` is a burn record (`*.bpk`: burn-store's native format, as `shears export
 /// --format burn` writes it).
 pub fn is_burn_record(file: &Path) -> bool {

@@ -72,14 +72,10 @@ pub enum ArchError {
         /// What is wrong.
         message: String,
     },
-    /// A burn record (`model.bpk`) could not be read into the model.
-    #[error("{message}")]
-    BurnRecord {
-        /// The record file.
-        path: PathBuf,
-        /// What is wrong (missing, unused or mis-shaped tensors, an unreadable file).
-        message: String,
-    },
+    /// A burn record (`model.bpk`) could not be read into the model (the error names the
+    /// file and the missing, unused or mis-shaped tensors).
+    #[error(transparent)]
+    BurnRecord(#[from] shears_models::weights::WeightsError),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -93,12 +89,7 @@ pub enum ArchError {
 
 /// Reads the burn record `file` into `model` ([`shears_models::weights::load_burn_record`]).
 pub fn load_burn_record<M: Module>(model: M, file: &Path) -> Result<M, ArchError> {
-    shears_models::weights::load_burn_record(model, file)
-        .map(|(m, _)| m)
-        .map_err(|e| ArchError::BurnRecord {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })
+    Ok(shears_models::weights::load_burn_record(model, file)?.0)
 }
 
 /// One prunable layer as SparseProp sees it: its weight's name (as the family presents

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use shears_models::batch_norm::{BatchNorm2dConfig, BnMode};
-use shears_models::bert::source::BURN_RECORD_FILE;
 use shears_models::resnet::{ClassifierInit, ResNet, ResNetConfig, ResNetError, save_safetensors};
 use shears_models::sparseprop::select::Execution;
 use shears_models::weights::Checkpoint;
@@ -18,7 +17,7 @@ use crate::sparsity::params::BurnPaths;
 use crate::train::engine::{EngineError, ModelAt, TaskVisitor};
 use crate::train::task::image::{ImageClassificationTask, ImageClassifier};
 use crate::train::task::{TaskError, config_err};
-use shears_models::weights::is_burn_record;
+use shears_models::weights::{BURN_RECORD_FILE, is_burn_record};
 
 impl ImageClassifier for ResNet {
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {

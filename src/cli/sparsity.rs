@@ -37,7 +37,7 @@ pub fn execute(args: SparsityArgs) -> anyhow::Result<()> {
     } else {
         args.file.clone()
     };
-    let report = if file.extension().is_some_and(|e| e == "bpk") {
+    let report = if shears_models::weights::is_burn_record(&file) {
         SparsityReport::from_burnpack(&file)
     } else {
         SparsityReport::from_safetensors(&file)

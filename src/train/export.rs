@@ -31,7 +31,7 @@ use crate::recipe::Recipe;
 use crate::run_dir::RESOLVED_RECIPE;
 
 /// The burn record file of a `burn` export.
-pub const BURN_RECORD: &str = "model.bpk";
+pub use shears_models::weights::BURN_RECORD_FILE as BURN_RECORD;
 /// The weights file every family exports.
 const WEIGHTS_FILE: &str = "model.safetensors";
 

@@ -35,11 +35,8 @@ pub struct ModelFiles {
 /// Weight file names, in order of preference.
 pub const WEIGHT_FILES: &[&str] = &["model.safetensors", "pytorch_model.bin"];
 
-/// A burn record of the model (burn-store's native format, as `shears export --format burn`
-/// writes it): a local directory's weights when it has none of [`WEIGHT_FILES`]. Its tensors
-/// carry the burn module's parameter paths, so it is loaded into a module built from
-/// `config.json`, not through the Hugging Face name mapping.
-pub const BURN_RECORD_FILE: &str = "model.bpk";
+/// A local directory's weights when it has none of [`WEIGHT_FILES`]: its burn record.
+pub use crate::weights::BURN_RECORD_FILE;
 
 impl ModelSource {
     /// Parses `hf:org/name[@revision]` or a directory path.
