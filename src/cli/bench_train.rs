@@ -24,7 +24,9 @@ pub struct TrainArgs {
     /// Untimed steps before them (allocator and caches warm up).
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
-    /// The modes, comma-separated.
+    /// The modes, comma-separated: `dense`, `masked`, `sparseprop`, and `base` (dense without
+    /// the recipe's CrAM modifier: `--modes base,dense` on a CrAM recipe times a CrAM step
+    /// against its base optimizer's step on the same batches).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StepMode::Dense, StepMode::Masked, StepMode::Sparseprop])]
     pub modes: Vec<StepMode>,
     /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N] (overrides the recipe's `device`).
@@ -62,7 +64,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         bail!("--steps must be at least 1");
     }
     if args.modes.is_empty() {
-        bail!("--modes: name at least one of dense, masked, sparseprop");
+        bail!("--modes: name at least one of dense, masked, sparseprop, base");
     }
     let recipe = super::load_recipe(&args.recipe, &args.overrides)?;
     let device = args.device.or(recipe.device).unwrap_or_default();
@@ -170,8 +172,23 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         table.push(t);
     }
     print_table(&table);
+    if let Some(line) = step_rule_cost(&table) {
+        println!("{line}");
+    }
     print_ops(&table, args.top_ops);
     Ok(())
+}
+
+/// "a dense step costs k× the base step" when both modes ran and differ by a step rule.
+fn step_rule_cost(rows: &[BenchRow]) -> Option<String> {
+    let find = |m: &str| rows.iter().find(|r| r.engine == "shears" && r.mode == m);
+    let (base, dense) = (find("base")?, find("dense")?);
+    Some(format!(
+        "step rule: a dense step (the recipe's rule) takes {:.1} ms, the base optimizer's step {:.1} ms on the same batches: {:.2}×",
+        dense.step_ms,
+        base.step_ms,
+        dense.step_ms / base.step_ms.max(1e-12)
+    ))
 }
 
 /// The top ops by time of each shears row: mean ms and calls per step, share of the step.

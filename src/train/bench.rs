@@ -7,9 +7,11 @@
 //! The benchmarked recipe is the user's recipe with three changes ([`bench_recipe`]):
 //! every pruning modifier becomes a one-shot magnitude pruning at step 0 to the benchmark's
 //! sparsity on the same parameters and with the same mask structure (none in the dense
-//! mode; OBS scores are replaced by magnitudes, which give the same step cost); distillation
+//! and base modes; OBS scores are replaced by magnitudes, which give the same step cost); distillation
 //! is left out (a teacher's outputs are cached after their first pass, so they cost the
-//! step little); and `training.sparseprop` is `off` (dense, masked) or `on` (SparseProp).
+//! step little); `training.sparseprop` is `off` (dense, masked, base) or `on` (SparseProp);
+//! and the base mode also leaves out the step-rule modifiers (CrAM), so that it times the
+//! base optimizer's step that a CrAM step is compared with.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +36,10 @@ pub enum StepMode {
     /// Weights masked at the benchmark's sparsity, SparseProp kernels for the layers sparse
     /// enough (`training.sparseprop: on`; a GPU device takes the dense masked path).
     Sparseprop,
+    /// Dense, with the step-rule modifiers (`!CrAMModifier`) left out: the base optimizer's
+    /// plain step on the same batches, so that `--modes base,dense` on a CrAM recipe
+    /// measures what a CrAM step costs. Equal to `dense` for a recipe without CrAM.
+    Base,
 }
 
 impl StepMode {
@@ -43,7 +49,15 @@ impl StepMode {
             StepMode::Dense => "dense",
             StepMode::Masked => "masked",
             StepMode::Sparseprop => "sparseprop",
+            StepMode::Base => "base",
         }
+    }
+}
+
+impl StepMode {
+    /// Whether the mode masks the recipe's pruned parameters at the benchmark's sparsity.
+    pub fn is_sparse(self) -> bool {
+        matches!(self, StepMode::Masked | StepMode::Sparseprop)
     }
 }
 
@@ -93,7 +107,7 @@ pub enum BenchError {
 pub struct BenchRow {
     /// Who computed the step: `shears` or `pytorch`.
     pub engine: String,
-    /// `dense`, `masked` or `sparseprop`.
+    /// `dense`, `masked`, `sparseprop` or `base`.
     pub mode: String,
     /// Realised sparsity of the pruned parameters.
     pub sparsity: f64,
@@ -231,10 +245,11 @@ pub fn bench_recipe(
     r.modifiers.retain_mut(|e| {
         let keep = match &e.modifier {
             Modifier::DistillationModifier(_) | Modifier::ConstantPruningModifier(_) => false,
+            Modifier::CrAMModifier(_) => mode != StepMode::Base,
             Modifier::GMPruningModifier(_)
             | Modifier::MagnitudePruningModifier(_)
             | Modifier::GlobalMagnitudePruningModifier(_)
-            | Modifier::OBSPruningModifier(_) => mode != StepMode::Dense,
+            | Modifier::OBSPruningModifier(_) => mode.is_sparse(),
             _ => true,
         };
         if keep {
@@ -273,7 +288,7 @@ pub fn bench_recipe(
         }
         keep
     });
-    if mode != StepMode::Dense && !pruned {
+    if mode.is_sparse() && !pruned {
         return Err(BenchError::NothingPruned {
             recipe: recipe.path.display().to_string(),
         });
@@ -282,7 +297,7 @@ pub fn bench_recipe(
         t.max_steps = Some(max_steps);
         t.sparseprop = match mode {
             StepMode::Sparseprop => SparsePropMode::On,
-            StepMode::Dense | StepMode::Masked => SparsePropMode::Off,
+            StepMode::Dense | StepMode::Masked | StepMode::Base => SparsePropMode::Off,
         };
     }
     Ok(r)

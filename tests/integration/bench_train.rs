@@ -220,3 +220,68 @@ fn cli_prints_one_row_per_mode() {
         "{text}"
     );
 }
+
+/// `--modes base,dense` on a CrAM recipe: the dense step is the recipe's CrAM step (two
+/// forward/backward passes per micro-batch), the base step the AdamW step alone (one), on
+/// the same batches; the table says what the rule costs. On a recipe without CrAM the two
+/// modes run the same passes.
+#[test]
+fn base_mode_leaves_cram_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, path) = tiny_recipe(tmp.path());
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "pruning_modifiers:\n",
+        "  - !CrAMModifier\n    rho: 0.05\n    sparsities: [0.5, 0.7]\n    params: ['re:bert\\.encoder\\.layer\\.\\d+\\..*\\.weight$']\n    ignore: ['re:.*LayerNorm.*']\npruning_modifiers:\n",
+    );
+    let cram_path = tmp.path().join("cram.yaml");
+    std::fs::write(&cram_path, text).unwrap();
+    let cram = Recipe::load(&cram_path, &[]).unwrap();
+    let plain = Recipe::load(&path, &[]).unwrap();
+    let has_cram = |r: &Recipe| {
+        r.modifiers
+            .iter()
+            .any(|m| m.modifier.tag() == "CrAMModifier")
+    };
+    assert!(has_cram(
+        &bench_recipe(&cram, StepMode::Dense, 0.9, 4).unwrap()
+    ));
+    let base = bench_recipe(&cram, StepMode::Base, 0.9, 4).unwrap();
+    assert!(!has_cram(&base));
+    // Base prunes nothing, like dense.
+    assert!(
+        base.modifiers
+            .iter()
+            .all(|m| m.modifier.as_pruning().is_none())
+    );
+    let gelu = |recipe: &Recipe, mode: StepMode| {
+        let opts = options(
+            &tmp.path()
+                .join(format!("{}-{}", mode.name(), has_cram(recipe))),
+        );
+        let b = bench_mode(recipe, &opts, mode, 0.9, 0, 2, None).unwrap();
+        (b.ops["GELU fwd"].calls, b.batch_shapes)
+    };
+    // 2 steps × 2 micro-batches × 2 layers, once per pass.
+    let (cram_dense, shapes_dense) = gelu(&cram, StepMode::Dense);
+    let (cram_base, shapes_base) = gelu(&cram, StepMode::Base);
+    assert_eq!((cram_dense, cram_base), (2 * 2 * 2 * 2, 2 * 2 * 2));
+    assert_eq!(shapes_dense, shapes_base);
+    assert_eq!(
+        gelu(&plain, StepMode::Base).0,
+        gelu(&plain, StepMode::Dense).0
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_shears"))
+        .args(["bench", "train"])
+        .arg(&cram_path)
+        .args(["--steps", "1", "--warmup", "0", "--modes", "base,dense"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("step rule: a dense step"), "{stdout}");
+}
