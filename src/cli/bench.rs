@@ -1,8 +1,8 @@
 //! `shears bench`: sparse kernels against the dense path, measured in the same run.
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use clap::{Args, Subcommand};
+use shears::device::{DeviceKind, DeviceSpec};
 use shears_models::sparseprop::bench::{BenchConfig, BenchRow, BenchShape, Pass, run};
 
 /// The benchmarks `shears bench` runs.
@@ -74,9 +74,14 @@ pub struct SparsepropArgs {
     /// Timed repetitions per measurement (medians are reported), after one warm-up.
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
-    /// CPU backend: `flex` (default) or `ndarray`.
-    #[arg(long, default_value = "flex")]
+    /// CPU backend: `flex` (default) or `ndarray` (the same as `--device`).
+    #[arg(long, default_value = "flex", conflicts_with = "device")]
     pub backend: String,
+    /// Where to compute: flex, ndarray, wgpu[:N] or cuda[:N]. On a GPU the SparseProp op
+    /// takes its dense masked path (there are no sparse GPU kernels), and that is what the
+    /// sparse column times there.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
     /// Only the layers of this kind: `linear` or `conv2d` (default: both).
     #[arg(long)]
     pub layer: Option<String>,
@@ -385,12 +390,18 @@ fn sparseprop(args: SparsepropArgs) -> anyhow::Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    #[allow(deprecated)]
-    let device = match args.backend.as_str() {
-        "flex" => Device::flex(),
-        "ndarray" => Device::ndarray(),
-        other => bail!("--backend {other:?}: expected `flex` or `ndarray`"),
+    let spec = match args.device {
+        Some(d) => d,
+        None => match args.backend.as_str() {
+            "flex" => DeviceSpec::FLEX,
+            "ndarray" => DeviceSpec {
+                kind: DeviceKind::Ndarray,
+                index: None,
+            },
+            other => bail!("--backend {other:?}: expected `flex` or `ndarray`"),
+        },
     };
+    let device = spec.device().with_context(|| format!("--device {spec}"))?;
     let mut cfg = BenchConfig::standard(device, args.reps);
     if let Some(kind) = &args.layer {
         if kind != "linear" && kind != "conv2d" {
@@ -421,9 +432,14 @@ fn sparseprop(args: SparsepropArgs) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "SparseProp vs dense ({}, {threads} threads, median of {} reps)",
-            args.backend, args.reps
+            "SparseProp vs dense ({spec}, {threads} threads, median of {} reps)",
+            args.reps
         );
+        if !spec.is_cpu() {
+            println!(
+                "(on {spec} the SparseProp op takes the dense masked path: no sparse GPU kernels; sparse_ms times that path)"
+            );
+        }
         print!(
             "{:<7} {:<32} {:>8} {:>4} {:>10} {:>10} {:>8}",
             "layer", "shape", "sparsity", "pass", "dense_ms", "sparse_ms", "speedup"

@@ -205,15 +205,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn ms(f: impl FnOnce()) -> f64 {
+/// Milliseconds that `f` takes on `device`, waiting for the device to finish the work `f`
+/// queued (GPU backends run asynchronously; on a CPU the wait is free).
+fn ms(device: &Device, f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
+    // A device that cannot sync has failed its op; the bench then times what it did.
+    let _ = device.sync();
     t.elapsed().as_secs_f64() * 1e3
 }
 
 /// The four closures timed for one (shape, sparsity), in this order: dense fwd, sparse fwd,
 /// dense bwd, sparse bwd. Each runs its op once and returns the op's own elapsed time in ms
-/// (for bwd: only the `backward()` call; the graph is built outside the timer).
+/// (for bwd: only the `backward()` call; the graph is built and its forward finished
+/// outside the timer). On a GPU each time includes waiting for the device to finish.
 pub type Timers = [Box<dyn FnMut() -> f64>; 4];
 
 fn linear_timers(
@@ -242,14 +247,16 @@ fn linear_timers(
     let xa = Tensor::<2>::from_data(xd, &ad);
     let wa = Tensor::<2>::from_data(wd_t.into_data(), &ad);
     let (xa2, wb) = (xa.clone(), w_bwd);
+    let [d1, d2, d3, d4] = [dev.clone(), dev, ad.clone(), ad];
     [
-        Box::new(move || ms(|| drop(x1.clone().matmul(wd1.clone())))),
-        Box::new(move || ms(|| drop(sparse_linear(x2.clone(), &w_fwd, None)))),
+        Box::new(move || ms(&d1, || drop(x1.clone().matmul(wd1.clone())))),
+        Box::new(move || ms(&d2, || drop(sparse_linear(x2.clone(), &w_fwd, None)))),
         Box::new(move || {
             let x = xa.clone().require_grad();
             let w = wa.clone().require_grad();
             let y = x.matmul(w).sum();
-            ms(|| drop(y.backward()))
+            let _ = d3.sync();
+            ms(&d3, || drop(y.backward()))
         }),
         Box::new(move || {
             let x = xa2.clone().require_grad();
@@ -258,7 +265,8 @@ fn linear_timers(
                 pattern: wb.pattern.clone(),
             };
             let y = sparse_linear(x, &w, None).sum();
-            ms(|| drop(y.backward()))
+            let _ = d4.sync();
+            ms(&d4, || drop(y.backward()))
         }),
     ]
 }
@@ -292,14 +300,24 @@ fn conv_timers(
     );
     let xa = Tensor::<4>::from_data(x.to_data(), &ad);
     let (x1, x2, xa2) = (x.clone(), x, xa.clone());
+    let [d1, d2, d3, d4] = [dev.clone(), dev, ad.clone(), ad];
     [
-        Box::new(move || ms(|| drop(dense_conv2d(x1.clone(), wd1.clone(), None, &geom)))),
-        Box::new(move || ms(|| drop(sparse_conv2d(x2.clone(), &w_fwd, None, &geom)))),
+        Box::new(move || {
+            ms(&d1, || {
+                drop(dense_conv2d(x1.clone(), wd1.clone(), None, &geom));
+            })
+        }),
+        Box::new(move || {
+            ms(&d2, || {
+                drop(sparse_conv2d(x2.clone(), &w_fwd, None, &geom));
+            })
+        }),
         Box::new(move || {
             let x = xa.clone().require_grad();
             let w = wa.clone().require_grad();
             let y = dense_conv2d(x, w, None, &geom).sum();
-            ms(|| drop(y.backward()))
+            let _ = d3.sync();
+            ms(&d3, || drop(y.backward()))
         }),
         Box::new(move || {
             let x = xa2.clone().require_grad();
@@ -308,7 +326,8 @@ fn conv_timers(
                 pattern: w_bwd.pattern.clone(),
             };
             let y = sparse_conv2d(x, &w, None, &geom).sum();
-            ms(|| drop(y.backward()))
+            let _ = d4.sync();
+            ms(&d4, || drop(y.backward()))
         }),
     ]
 }
