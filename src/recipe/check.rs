@@ -94,9 +94,17 @@ fn describe_cram(c: &crate::recipe::plan::CramPlan, spe: Option<u64>, plan_spe: 
         if c.plus { "+" } else { "" },
         c.rho,
         levels.join(", "),
-        match c.scope {
-            crate::sparsity::mask::Scope::Global => "global",
-            crate::sparsity::mask::Scope::LayerWise => "per-tensor",
+        if c.levels
+            .iter()
+            .all(|(_, k)| matches!(k, MaskKind::NM { .. }))
+        {
+            // N:M keeps the largest N of each group of M: neither global nor per tensor.
+            "per-group"
+        } else {
+            match c.scope {
+                crate::sparsity::mask::Scope::Global => "global",
+                crate::sparsity::mask::Scope::LayerWise => "per-tensor",
+            }
         },
         if c.sparse_grad {
             ", sparse gradient"

@@ -218,3 +218,33 @@ fn check_counts_the_steps_of_the_real_run_and_estimates_its_time() {
         "{stdout}"
     );
 }
+
+/// `recipe check` says what the shipped CrAM recipes' modifier does: global magnitude levels
+/// for CrAM-Multi, per-group N:M patterns for CrAM+ N:M.
+#[test]
+fn check_describes_the_shipped_cram_recipes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, expected) in [
+        (
+            "recipes/resnet20-cifar10-cram.yaml",
+            "CrAM+ with rho 0.2, one level per step from {50%, 70%, 90%} (global magnitude, sparse gradient)",
+        ),
+        (
+            "recipes/resnet20-cifar10-cram-nm.yaml",
+            "CrAM+ with rho 0.2, one level per step from {2:4, 4:8} (per-group magnitude, sparse gradient)",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shears"))
+            .current_dir(root)
+            .args(["recipe", "check", "--no-data", file])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(expected), "{file}:\n{text}");
+    }
+}
