@@ -245,14 +245,82 @@ where
         }
     }
     if !panel.series.is_empty() {
+        let position = match emptiest_corner(panel, (x0, x1), (y0, y1)) {
+            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Corner::UpperRight => SeriesLabelPosition::UpperRight,
+            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+            Corner::LowerRight => SeriesLabelPosition::LowerRight,
+        };
         chart
             .configure_series_labels()
+            .position(position)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
             .map_err(draw_err)?;
     }
     Ok(())
+}
+
+/// A corner of a chart's plotting area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Corner {
+    UpperLeft,
+    UpperRight,
+    LowerLeft,
+    LowerRight,
+}
+
+/// The corner where the legend hides the fewest points: each corner's box (the outer 45 %
+/// of each axis) counts the points inside it, and also the points along the straight
+/// segments of each line (sampled), so that a line crossing a corner counts there; ties
+/// go in the order upper right, upper left, lower right, lower left.
+fn emptiest_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Corner {
+    let (w, h) = (
+        (x1 - x0).max(f64::MIN_POSITIVE),
+        (y1 - y0).max(f64::MIN_POSITIVE),
+    );
+    let mut counts = [0usize; 4];
+    let corners = [
+        Corner::UpperRight,
+        Corner::UpperLeft,
+        Corner::LowerRight,
+        Corner::LowerLeft,
+    ];
+    let mut count = |x: f64, y: f64| {
+        let (u, v) = ((x - x0) / w, (y - y0) / h);
+        for (n, c) in counts.iter_mut().zip(corners) {
+            let inside = match c {
+                Corner::UpperRight => u > 0.55 && v > 0.55,
+                Corner::UpperLeft => u < 0.45 && v > 0.55,
+                Corner::LowerRight => u > 0.55 && v < 0.45,
+                Corner::LowerLeft => u < 0.45 && v < 0.45,
+            };
+            *n += usize::from(inside);
+        }
+    };
+    for s in &panel.series {
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        for &(x, y) in &pts {
+            count(x, y);
+        }
+        if !s.points_only {
+            for seg in pts.windows(2) {
+                let ((xa, ya), (xb, yb)) = (seg[0], seg[1]);
+                for k in 1..8 {
+                    let t = f64::from(k) / 8.0;
+                    count(xa + t * (xb - xa), ya + t * (yb - ya));
+                }
+            }
+        }
+    }
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
+    corners[best]
 }
 
 /// Renders the panels into `path` (written atomically) as SVG.
@@ -308,5 +376,58 @@ mod tests {
         assert_eq!(range([2.0].into_iter()), (1.9, 2.1));
         assert_eq!(range([f64::NAN].into_iter()), (0.0, 1.0));
         assert_eq!(range(std::iter::empty()), (0.0, 1.0));
+    }
+
+    fn panel(series: Vec<Series>) -> Panel {
+        Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series,
+            markers: Vec::new(),
+        }
+    }
+
+    fn line(points: &[(f64, f64)]) -> Series {
+        Series {
+            label: "s".into(),
+            points: points.to_vec(),
+            points_only: false,
+        }
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        // Accuracy falling with sparsity (a one-shot curve): high on the left, low on the
+        // right; the lower left is empty.
+        let falling = panel(vec![line(&[
+            (0.0, 0.9),
+            (50.0, 0.88),
+            (80.0, 0.8),
+            (90.0, 0.5),
+        ])]);
+        assert_eq!(
+            emptiest_corner(&falling, (0.0, 90.0), (0.5, 0.9)),
+            Corner::LowerLeft
+        );
+        // A falling loss: high on the left only at the start, low afterwards; the upper
+        // right is empty (and is also first among ties).
+        let loss = panel(vec![line(&[(0.0, 2.0), (10.0, 0.5), (100.0, 0.3)])]);
+        assert_eq!(
+            emptiest_corner(&loss, (0.0, 100.0), (0.3, 2.0)),
+            Corner::UpperRight
+        );
+        // A rising accuracy: the upper left and lower right are empty; upper left wins
+        // over lower right by the tie order.
+        let rising = panel(vec![line(&[(0.0, 0.5), (100.0, 0.9)])]);
+        assert_eq!(
+            emptiest_corner(&rising, (0.0, 100.0), (0.5, 0.9)),
+            Corner::UpperLeft
+        );
+        // No points at all: the first corner.
+        assert_eq!(
+            emptiest_corner(&panel(vec![]), (0.0, 1.0), (0.0, 1.0)),
+            Corner::UpperRight
+        );
     }
 }
