@@ -609,10 +609,14 @@ fn rank_and_prune(
     if total > u32::MAX as usize {
         return Err(MaskError::TooLarge { units: total });
     }
-    let mut pruned: Vec<Vec<bool>> = units.iter().map(|u| vec![false; u.scores.len()]).collect();
     if k == 0 {
-        return Ok(pruned);
+        return Ok(units.iter().map(|u| vec![false; u.scores.len()]).collect());
     }
+    let Some(cap) = cap else {
+        return Ok(smallest_k(units, k));
+    };
+    // N:M: at most `cap` pruned per group, smallest first.
+    let mut pruned: Vec<Vec<bool>> = units.iter().map(|u| vec![false; u.scores.len()]).collect();
     // Offsets of each parameter in the global unit (and group) numbering.
     let mut offsets = Vec::with_capacity(units.len());
     let mut group_offsets = Vec::with_capacity(units.len());
@@ -634,39 +638,88 @@ fn rank_and_prune(
         let t = offsets.partition_point(|o| *o <= global) - 1;
         (t, global - offsets[t])
     };
-    match cap {
-        None => {
-            let chosen: &[u64] = if k >= total {
-                &keys
-            } else {
-                let _ = keys.select_nth_unstable(k - 1);
-                &keys[..k]
-            };
-            for key in chosen {
-                let (t, i) = locate((key & 0xffff_ffff) as usize);
-                pruned[t][i] = true;
-            }
+    keys.sort_unstable();
+    let mut used = vec![0usize; goff];
+    let mut done = 0;
+    for key in &keys {
+        if done == k {
+            break;
         }
-        Some(cap) => {
-            keys.sort_unstable();
-            let mut used = vec![0usize; goff];
-            let mut done = 0;
-            for key in &keys {
-                if done == k {
-                    break;
-                }
-                let (t, i) = locate((key & 0xffff_ffff) as usize);
-                let (groups, _) = units[t].groups.as_ref().expect("N:M units carry groups");
-                let g = group_offsets[t] + groups[i] as usize;
-                if used[g] < cap {
-                    used[g] += 1;
-                    pruned[t][i] = true;
-                    done += 1;
-                }
-            }
+        let (t, i) = locate((key & 0xffff_ffff) as usize);
+        let (groups, _) = units[t].groups.as_ref().expect("N:M units carry groups");
+        let g = group_offsets[t] + groups[i] as usize;
+        if used[g] < cap {
+            used[g] += 1;
+            pruned[t][i] = true;
+            done += 1;
         }
     }
     Ok(pruned)
+}
+
+/// The `k` smallest units (`1 ≤ k`) by (score, global index) over `units` ranked together,
+/// as pruned flags per parameter: the units whose score is below the k-th smallest, and of
+/// those equal to it the first ones in parameter order. Scores are non-negative (magnitudes),
+/// so their bit patterns order like the values: a two-level radix select (a histogram of
+/// the high 16 bits, then of the low 16 bits within the bin holding the k-th unit) finds the
+/// k-th score in two streaming passes, and a third marks the units. The same selection as
+/// `select_nth_unstable` on `(bits << 32) | index` keys, in a fraction of its time.
+fn smallest_k(units: &[Units], k: usize) -> Vec<Vec<bool>> {
+    /// The bin holding the `k`-th entry (1-based) and the count of the bins before it.
+    fn bin_of(hist: &[usize], k: usize) -> (usize, usize) {
+        let mut below = 0;
+        for (b, &n) in hist.iter().enumerate() {
+            if below + n >= k {
+                return (b, below);
+            }
+            below += n;
+        }
+        (hist.len() - 1, below)
+    }
+    let total: usize = units.iter().map(|u| u.scores.len()).sum();
+    if k >= total {
+        return units.iter().map(|u| vec![true; u.scores.len()]).collect();
+    }
+    let bits = |s: &f32| s.to_bits();
+    let mut high = vec![0usize; 1 << 16];
+    for u in units {
+        for s in &u.scores {
+            high[(bits(s) >> 16) as usize] += 1;
+        }
+    }
+    let (hi, below_hi) = bin_of(&high, k);
+    let mut low = vec![0usize; 1 << 16];
+    for u in units {
+        for s in &u.scores {
+            let b = bits(s);
+            if (b >> 16) as usize == hi {
+                low[(b & 0xffff) as usize] += 1;
+            }
+        }
+    }
+    let (lo, below_lo) = bin_of(&low, k - below_hi);
+    let threshold = ((hi as u32) << 16) | lo as u32;
+    // Units equal to the threshold that are pruned, first ones first.
+    let mut ties = k - below_hi - below_lo;
+    units
+        .iter()
+        .map(|u| {
+            u.scores
+                .iter()
+                .map(|s| {
+                    let b = bits(s);
+                    if b < threshold {
+                        true
+                    } else if b == threshold && ties > 0 {
+                        ties -= 1;
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn cap_of(kind: MaskKind) -> Option<usize> {
@@ -961,6 +1014,87 @@ pub fn module_masks_from_nonzero<M: Module>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference selection: sort `(score bits, global index)` keys, take the first k.
+    fn smallest_k_by_sorting(units: &[Units], k: usize) -> Vec<Vec<bool>> {
+        let mut keys: Vec<(u32, usize, usize)> = Vec::new();
+        for (t, u) in units.iter().enumerate() {
+            for (i, s) in u.scores.iter().enumerate() {
+                keys.push((s.to_bits(), t, i));
+            }
+        }
+        keys.sort_unstable();
+        let mut pruned: Vec<Vec<bool>> =
+            units.iter().map(|u| vec![false; u.scores.len()]).collect();
+        for &(_, t, i) in keys.iter().take(k) {
+            pruned[t][i] = true;
+        }
+        pruned
+    }
+
+    #[test]
+    fn radix_selection_equals_sorting_with_ties_zeros_and_extremes() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Scores drawn from few distinct values (many ties, across the high-bits bins
+        // and inside one), exact zeros, subnormals, huge values and infinity.
+        let pool = [
+            0.0f32,
+            f32::from_bits(1),
+            1e-30,
+            0.25,
+            0.25,
+            0.5,
+            f32::from_bits(0.5f32.to_bits() + 1),
+            1.0,
+            3.0e38,
+            f32::INFINITY,
+        ];
+        for case in 0..40 {
+            let n_params = 1 + (next() % 5) as usize;
+            let units: Vec<Units> = (0..n_params)
+                .map(|_| {
+                    let len = (next() % 200) as usize;
+                    let scores = (0..len)
+                        .map(|_| {
+                            if case % 2 == 0 {
+                                pool[(next() % pool.len() as u64) as usize]
+                            } else {
+                                // Continuous values: few ties.
+                                (next() >> 40) as f32 / 1024.0
+                            }
+                        })
+                        .collect();
+                    Units {
+                        scores,
+                        groups: None,
+                    }
+                })
+                .collect();
+            let total: usize = units.iter().map(|u| u.scores.len()).sum();
+            for k in [
+                1,
+                total / 3,
+                total / 2,
+                total.saturating_sub(1),
+                total,
+                total + 3,
+            ] {
+                if k == 0 {
+                    continue;
+                }
+                let fast = smallest_k(&units, k);
+                assert_eq!(fast, smallest_k_by_sorting(&units, k), "case {case}, k {k}");
+                let count: usize = fast.iter().flatten().filter(|&&p| p).count();
+                assert_eq!(count, k.min(total));
+            }
+        }
+    }
 
     fn pv(name: &str, shape: Vec<usize>, dim: Option<usize>, values: Vec<f32>) -> ParamValues {
         ParamValues {
