@@ -103,9 +103,8 @@ fn flatten(grads: &GradientsParams, slots: &[Slot], d: usize) -> Vec<f32> {
 /// gradient slot.
 struct Values<'a> {
     stack: PathStack,
-    slots: &'a [Slot],
+    slots: &'a std::collections::HashMap<ParamId, &'a Slot>,
     out: Vec<f32>,
-    next: usize,
 }
 
 impl ModuleVisitor for Values<'_> {
@@ -116,13 +115,13 @@ impl ModuleVisitor for Values<'_> {
         self.stack.exit();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(s) = self.slots.get(self.next)
-            && s.id == param.id
+        // By id, not by position: the module may hold float tensors that are not trained
+        // parameters (and so have no slot).
+        if let Some(s) = self.slots.get(&param.id)
             && let Ok(v) = param.val().try_into_vec_as::<f32>()
         {
             self.out[s.offset..s.offset + v.len()].copy_from_slice(&v);
         }
-        self.next += 1;
     }
 }
 
@@ -155,36 +154,26 @@ impl MfacStep {
 /// The flattened direction `u` as gradients of the model's parameters.
 fn unflatten<M: Module>(model: &M, slots: &[Slot], u: &[f32]) -> GradientsParams {
     struct Out<'a> {
-        slots: &'a [Slot],
+        slots: std::collections::HashMap<ParamId, &'a Slot>,
         u: &'a [f32],
-        next: usize,
         grads: GradientsParams,
-        with_grad: &'a std::collections::HashSet<ParamId>,
     }
     impl ModuleVisitor for Out<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let i = self.next;
-            self.next += 1;
-            let Some(s) = self.slots.get(i).filter(|s| s.id == param.id) else {
+            // By id, not by position (see `Values`).
+            let Some(s) = self.slots.get(&param.id) else {
                 return;
             };
-            if !self.with_grad.contains(&s.id) {
-                return;
-            }
             let n: usize = s.shape.iter().product();
             let data = TensorData::new(self.u[s.offset..s.offset + n].to_vec(), s.shape.clone());
             let t = Tensor::<D>::from_data(data, &param.val().device());
             self.grads.register::<D>(param.id, t.inner());
         }
     }
-    let _ = model;
-    let with_grad = slots.iter().map(|s| s.id).collect();
     let mut out = Out {
-        slots,
+        slots: slots.iter().map(|s| (s.id, s)).collect(),
         u,
-        next: 0,
         grads: GradientsParams::new(),
-        with_grad: &with_grad,
     };
     model.visit(&mut out);
     out.grads
@@ -214,11 +203,11 @@ impl<M: Module> StepRule<M> for MfacStep {
             .collect();
         let mut flat = flatten(&grads, &slots, d);
         if let Some(decay) = &self.cfg.decay {
+            let by_id = slots.iter().map(|s| (s.id, s)).collect();
             let mut values = Values {
                 stack: PathStack::default(),
-                slots: &slots,
+                slots: &by_id,
                 out: vec![0.0; d],
-                next: 0,
             };
             model.visit(&mut values);
             let wd = decay.value as f32;
