@@ -38,6 +38,17 @@ pub struct Series {
     pub points_only: bool,
 }
 
+impl Series {
+    /// The points that can be drawn (both coordinates finite), in order.
+    fn finite_points(&self) -> Vec<(f64, f64)> {
+        self.points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect()
+    }
+}
+
 /// One chart of a figure, with its axes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Panel {
@@ -221,12 +232,7 @@ where
     }
     for (i, s) in panel.series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let points = s.finite_points();
         let anno = if s.points_only {
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
@@ -300,12 +306,7 @@ fn emptiest_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) ->
         }
     };
     for s in &panel.series {
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let pts = s.finite_points();
         for &(x, y) in &pts {
             count(x, y);
         }
