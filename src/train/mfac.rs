@@ -29,7 +29,7 @@ use super::grads::GradientSource;
 use super::step::{StepOutcome, StepRule};
 use crate::fisher::DynamicInverse;
 use crate::sparsity::enforce::{MaskedOptimizer, WeightDecay, mask_gradients};
-use crate::sparsity::params::{PathStack, module_params};
+use crate::sparsity::params::module_params;
 
 /// The M-FAC rule's settings.
 #[derive(Debug, Clone)]
@@ -99,24 +99,15 @@ fn flatten(grads: &GradientsParams, slots: &[Slot], d: usize) -> Vec<f32> {
     out
 }
 
-/// Reads every float parameter's values (flattened, module order) and whether it has a
-/// gradient slot.
+/// Reads the values of the parameters in `slots` into their places of the flattened vector.
 struct Values<'a> {
-    stack: PathStack,
     slots: &'a std::collections::HashMap<ParamId, &'a Slot>,
     out: Vec<f32>,
 }
 
 impl ModuleVisitor for Values<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.exit();
-    }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        // By id, not by position: the module may hold float tensors that are not trained
-        // parameters (and so have no slot).
+        // By id, not by position: the slots may be a subset of the module's floats.
         if let Some(s) = self.slots.get(&param.id)
             && let Ok(v) = param.val().try_into_vec_as::<f32>()
         {
@@ -205,7 +196,6 @@ impl<M: Module> StepRule<M> for MfacStep {
         if let Some(decay) = &self.cfg.decay {
             let by_id = slots.iter().map(|s| (s.id, s)).collect();
             let mut values = Values {
-                stack: PathStack::default(),
                 slots: &by_id,
                 out: vec![0.0; d],
             };
@@ -338,10 +328,20 @@ mod tests {
     use crate::fisher::reference::{fisher, invert, matvec};
     use crate::train::grads::StepGrads;
 
+    /// `frozen` sits between the trained parameters and never gets a gradient (like a
+    /// BatchNorm running statistic): the rule must still update `b`, which comes after it.
     #[derive(Module, Debug)]
     struct Tiny {
         w: Param<Tensor<2>>,
+        frozen: Param<Tensor<1>>,
         b: Param<Tensor<1>>,
+    }
+
+    fn frozen(device: &Device) -> Param<Tensor<1>> {
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![2.0f32, 3.0], [2]),
+            device,
+        ))
     }
 
     /// Squared error of `x·w + b` against `y` on one of three fixed batches (cycled).
@@ -382,6 +382,7 @@ mod tests {
         let w: Vec<f32> = vec![0.3, -0.2, 0.1, 0.4, -0.5, 0.2];
         Tiny {
             w: Param::from_tensor(Tensor::from_data(TensorData::new(w, [3, 2]), device)),
+            frozen: frozen(device),
             b: Param::from_tensor(Tensor::from_data(
                 TensorData::new(vec![0.1, -0.1], [2]),
                 device,
@@ -446,6 +447,7 @@ mod tests {
                     TensorData::new(theta[..6].iter().map(|&x| x as f32).collect(), [3, 2]),
                     &device,
                 )),
+                frozen: frozen(&device),
                 b: Param::from_tensor(Tensor::from_data(
                     TensorData::new(theta[6..].iter().map(|&x| x as f32).collect(), [2]),
                     &device,
@@ -488,6 +490,10 @@ mod tests {
                     "step {t}, entry {i}: {a} vs {b}"
                 );
             }
+            assert_eq!(
+                model.frozen.val().try_into_vec_as::<f32>().unwrap(),
+                vec![2.0, 3.0]
+            );
         }
     }
 }
