@@ -16,8 +16,8 @@
 use rayon::prelude::*;
 
 use super::layout::SparsePattern;
-use super::linear::transpose;
 use super::simd::{Isa, Simd, axpy, axpy_dot, weighted_sum};
+use super::transpose::transpose;
 use crate::multiversion;
 
 /// Static shape of a sparse conv2d: channels, square kernel, stride and zero padding.

@@ -15,57 +15,8 @@ use rayon::prelude::*;
 
 use super::layout::SparsePattern;
 use super::simd::{Isa, Simd, weighted_sum};
+use super::transpose::transpose;
 use crate::multiversion;
-
-/// Transposes a row-major `rows × cols` matrix into a row-major `cols × rows` one.
-///
-/// In 16 × 16 tiles (a tile's 16 source rows are read as contiguous runs, its 16 output rows
-/// written as whole 64-byte lines), parallel over blocks of 64 output rows. The output is
-/// written once, never zeroed first. On the shapes of SparseProp's layout changes (a batch of
-/// 128 against `C·H·W` = 8,192–16,384) this is 2–4× faster than a loop over 32 × 32 blocks
-/// with scattered single writes, whose output stride of a power of two maps every write of
-/// a block to the same cache set.
-pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    use std::mem::MaybeUninit;
-    const T: usize = 16;
-    const BLOCK: usize = 64;
-    assert_eq!(src.len(), rows * cols, "transpose: buffer/shape mismatch");
-    let n = rows * cols;
-    let mut dst: Vec<f32> = Vec::with_capacity(n);
-    if n == 0 {
-        return dst;
-    }
-    dst.spare_capacity_mut()[..n]
-        .par_chunks_mut(BLOCK * rows)
-        .enumerate()
-        .for_each(|(bi, out): (usize, &mut [MaybeUninit<f32>])| {
-            // `out` holds output rows c0..c1 (= source columns), each `rows` long.
-            let c0 = bi * BLOCK;
-            let c1 = c0 + out.len() / rows;
-            let mut tile = [[0.0f32; T]; T];
-            for r0 in (0..rows).step_by(T) {
-                let r1 = (r0 + T).min(rows);
-                for cs in (c0..c1).step_by(T) {
-                    let ce = (cs + T).min(c1);
-                    let (h, w) = (r1 - r0, ce - cs);
-                    for (i, t) in tile.iter_mut().enumerate().take(h) {
-                        let at = (r0 + i) * cols + cs;
-                        t[..w].copy_from_slice(&src[at..at + w]);
-                    }
-                    for j in 0..w {
-                        let at = (cs - c0 + j) * rows + r0;
-                        for (o, t) in out[at..at + h].iter_mut().zip(&tile) {
-                            o.write(t[j]);
-                        }
-                    }
-                }
-            }
-        });
-    // SAFETY: the chunks cover all `n` slots and every slot of every chunk was written: output
-    // row `c` of a chunk receives column `c` of every source row block `r0..r1`.
-    unsafe { dst.set_len(n) };
-    dst
-}
 
 /// Splits `0..n` into about `parts` consecutive ranges of roughly equal `weight(i)` totals,
 /// where `prefix` is the prefix sum of weights (`n + 1` entries), each range non-empty.
@@ -364,41 +315,4 @@ pub fn backward(
     );
     let (dxt, dval) = backward_feature_major(pattern, values, &xt, &dyt, b, isa);
     (transpose(&dxt, pattern.cols(), b), dval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transpose;
-
-    /// Every element lands at the swapped index, for shapes that are not multiples of the
-    /// tile (16) or block (64), single rows/columns, the ResNet layout-change shapes, and empty.
-    #[test]
-    fn transpose_moves_every_element_to_the_swapped_index() {
-        for (rows, cols) in [
-            (0, 5),
-            (5, 0),
-            (1, 1),
-            (1, 37),
-            (37, 1),
-            (17, 33),
-            (16, 64),
-            (65, 129),
-            (128, 4096),
-            (4096, 128),
-            (3, 1000),
-        ] {
-            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-            let t = transpose(&src, rows, cols);
-            assert_eq!(t.len(), rows * cols);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(
-                        t[c * rows + r],
-                        src[r * cols + c],
-                        "{rows}×{cols} at ({r}, {c})"
-                    );
-                }
-            }
-        }
-    }
 }

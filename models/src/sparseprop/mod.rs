@@ -4,7 +4,8 @@
 //!
 //! * [`layout`]: the weight layout (CSR values + CSC index) and its construction.
 //! * [`simd`]: runtime CPU-feature dispatch (AVX-512, AVX2+FMA, portable).
-//! * [`linear`], [`conv`]: the kernels on raw f32 buffers.
+//! * [`linear`], [`conv`]: the kernels on raw f32 buffers; [`transpose`]: their layout change
+//!   (batch innermost).
 //! * [`backend`]: the `#[backend_extension]` trait on Flex and NdArray, and its autodiff.
 //! * [`ops`]: Tensor-level entry points ([`sparse_linear`], [`sparse_conv2d`]) that work on
 //!   any device (dense masked fallback off the CPU backends).
@@ -21,6 +22,7 @@ pub mod linear;
 pub mod ops;
 pub mod select;
 pub mod simd;
+pub mod transpose;
 
 pub use conv::Conv2dGeometry;
 pub use layers::{SparseConv2d, SparseLayerError, SparseLinear};
