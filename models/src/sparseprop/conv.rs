@@ -193,13 +193,17 @@ fn taps(
 
 /// Output row `p` of every output channel, output-stationary: for each output position
 /// `(p, q)` the taps whose input element exists are gathered once, then each block of
-/// `4 × LANES` batch entries is accumulated in registers over those taps and stored once
-/// ([`weighted_sum`])
+/// `8 × LANES` (then `4 ×`, …) batch entries is accumulated in registers over those taps and
+/// stored once ([`weighted_sum`])
 /// (the channel-stationary [`forward_channel`] reads and writes the output once per
 /// non-zero). The taps are applied in the same order as there, so the sums are the same.
+/// The taps whose input row exists are selected once per channel and row (`row`); in the
+/// interior columns, where every kernel column lands inside the input, they are all live and
+/// used as they are, and only the border columns filter them.
 /// `out` is the address of the `[OC, OH, OW, B]` output; this call writes exactly the
 /// entries of row `p`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_row<S: Simd>(
     taps: &[Tap],
     start: &[usize],
@@ -207,29 +211,60 @@ unsafe fn forward_row<S: Simd>(
     d: &Dims,
     p: usize,
     out: usize,
+    row: &mut Vec<(isize, f32, usize)>,
     live: &mut Vec<(isize, f32)>,
 ) {
     let b = d.b;
     let xp = xt.as_ptr();
     let out = out as *mut f32;
     let ih0 = d.s * p;
+    let row_pos = (ih0 * d.w * b) as isize;
+    // Output columns q whose kernel window lies inside the input (pad ≤ s·q and
+    // s·q + k − 1 < w + pad): [q_in, q_out).
+    let q_in = d.pad.div_ceil(d.s).min(d.ow);
+    let q_out = if d.w + d.pad >= d.k {
+        ((d.w + d.pad - d.k) / d.s + 1).min(d.ow)
+    } else {
+        0
+    }
+    .max(q_in);
     for oc in 0..start.len() - 1 {
-        let oc_taps = &taps[start[oc]..start[oc + 1]];
+        row.clear();
+        row.extend(
+            taps[start[oc]..start[oc + 1]]
+                .iter()
+                .filter(|t| {
+                    let ih = ih0 + t.kh;
+                    ih >= d.pad && ih - d.pad < d.h
+                })
+                .map(|t| (t.base + row_pos, t.v, t.kw)),
+        );
         let orow = ((oc * d.oh + p) * d.ow) * b;
         for q in 0..d.ow {
             let iw0 = d.s * q;
-            let pos = ((ih0 * d.w + iw0) * b) as isize;
-            live.clear();
-            live.extend(
-                oc_taps
-                    .iter()
-                    .filter(|t| {
-                        let (ih, iw) = (ih0 + t.kh, iw0 + t.kw);
-                        ih >= d.pad && ih - d.pad < d.h && iw >= d.pad && iw - d.pad < d.w
-                    })
-                    .map(|t| (t.base + pos, t.v)),
-            );
+            let pos = (iw0 * b) as isize;
             unsafe {
+                if (q_in..q_out).contains(&q) {
+                    weighted_sum::<S>(
+                        b,
+                        row.len(),
+                        |t| {
+                            let (off, v, _) = *row.get_unchecked(t);
+                            (v, xp.offset(off + pos))
+                        },
+                        out.add(orow + q * b),
+                    );
+                    continue;
+                }
+                live.clear();
+                live.extend(
+                    row.iter()
+                        .filter(|&&(_, _, kw)| {
+                            let iw = iw0 + kw;
+                            iw >= d.pad && iw - d.pad < d.w
+                        })
+                        .map(|&(off, v, _)| (off + pos, v)),
+                );
                 weighted_sum::<S>(
                     b,
                     live.len(),
@@ -246,7 +281,7 @@ unsafe fn forward_row<S: Simd>(
 
 multiversion!(fn forward_row_mv => forward_row(
     taps: &[Tap], start: &[usize], xt: &[f32], d: &Dims, p: usize, out: usize,
-    live: &mut Vec<(isize, f32)>
+    row: &mut Vec<(isize, f32, usize)>, live: &mut Vec<(isize, f32)>
 ));
 
 /// Batches at least this large take the output-stationary forward ([`forward_row`]);
@@ -383,11 +418,12 @@ pub fn forward_channel_major(
         let (taps, start) = taps(pattern, values, &d, h * w * b);
         let mut out: Vec<f32> = Vec::with_capacity(n);
         let addr = out.as_mut_ptr() as usize;
-        (0..d.oh)
-            .into_par_iter()
-            .for_each_init(Vec::new, |live, p| {
-                forward_row_mv(isa, &taps, &start, xt, &d, p, addr, live);
-            });
+        (0..d.oh).into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(row, live), p| {
+                forward_row_mv(isa, &taps, &start, xt, &d, p, addr, row, live);
+            },
+        );
         // SAFETY: the rows 0..OH of every channel cover all `n` entries, and each
         // `forward_row` call wrote every entry of its row (rows are disjoint across calls).
         unsafe { out.set_len(n) };

@@ -220,12 +220,9 @@ mod x86 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
 
-/// `y[..n] += a · x[..n]`.
-///
-/// # Safety
 /// `out[c] = Σ_t v_t · x_t[c]` for `c < n`, where `tap(t)` gives `(v_t, x_t)` for
-/// `t < taps`: the sums run in tap order, held in registers over blocks of 4 vectors, then
-/// 1 vector, then the scalar tail, and `out` is written once (the gather of the sparse
+/// `t < taps`: the sums run in tap order, held in registers over blocks of 8 vectors, then 4,
+/// then 1 vector, then the scalar tail, and `out` is written once (the gather of the sparse
 /// linear forward and of the output-stationary conv forward).
 ///
 /// # Safety
@@ -240,6 +237,23 @@ pub(crate) unsafe fn weighted_sum<S: Simd>(
     let w = S::LANES;
     unsafe {
         let mut c = 0;
+        // 8 vectors at a time first: eight independent FMA chains hide the FMA latency, and
+        // each tap's value and address are read once per 8 vectors (a batch of 128 is one
+        // block with AVX-512).
+        while c + 8 * w <= n {
+            let mut a = [S::zero(); 8];
+            for t in 0..taps {
+                let (v, x) = tap(t);
+                let (v, x) = (S::splat(v), x.add(c));
+                for (l, acc) in a.iter_mut().enumerate() {
+                    *acc = S::fma(v, S::load(x.add(l * w)), *acc);
+                }
+            }
+            for (l, acc) in a.iter().enumerate() {
+                S::store(out.add(c + l * w), *acc);
+            }
+            c += 8 * w;
+        }
         while c + 4 * w <= n {
             let (mut a0, mut a1, mut a2, mut a3) = (S::zero(), S::zero(), S::zero(), S::zero());
             for t in 0..taps {
@@ -279,6 +293,9 @@ pub(crate) unsafe fn weighted_sum<S: Simd>(
     }
 }
 
+/// `y[..n] += a · x[..n]`.
+///
+/// # Safety
 /// `x` and `y` valid for `n` floats; the CPU supports `S`.
 #[inline(always)]
 pub(crate) unsafe fn axpy<S: Simd>(n: usize, a: f32, x: *const f32, y: *mut f32) {

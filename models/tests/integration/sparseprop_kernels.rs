@@ -224,8 +224,9 @@ fn conv_random_shapes_match_dense() {
 fn conv_edge_cases() {
     let mut rng = Rng::new(4);
     // Batch sizes around the vector widths (from 16 on, the output-stationary forward; 67
-    // reaches its 4-vector blocks with 16 lanes), stride 2 with odd sizes, 0 % and 100 %.
-    for b in [1, 8, 9, 15, 16, 17, 33, 67] {
+    // reaches its 4-vector blocks with 16 lanes, 211 = 128 + 64 + 16 + 3 every block of it:
+    // 8, 4 and 1 vectors and the scalar tail), stride 2 with odd sizes, 0 % and 100 %.
+    for b in [1, 8, 9, 15, 16, 17, 33, 67, 211] {
         for (stride, padding) in [(1, 1), (2, 1), (2, 0), (1, 0)] {
             for s in [0.0, 0.9, 1.0] {
                 check_conv(&mut rng, (b, 3, 4, 7, 9), 3, stride, padding, s, true);
