@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::real::{Real, axpy, dot};
+use super::real::{Real, axpy, dot, rows_dot, sub_combination};
 use super::{FisherError, check_finite, check_len, inverse_damp};
 
 const CHUNK: usize = 4096;
@@ -104,7 +104,7 @@ impl<T: Real> DynamicInverse<T> {
         check_finite("gradient", grad)?;
         let (d, m, r) = (self.d, self.m, self.next);
         self.g[r * d..(r + 1) * d].copy_from_slice(grad);
-        let kr: Vec<T> = self.g.par_chunks(d).map(|gj| dot(gj, grad)).collect();
+        let kr: Vec<T> = rows_dot(&self.g, d, grad);
         for (j, &v) in kr.iter().enumerate() {
             self.k[r * m + j] = v;
             self.k[j * m + r] = v;
@@ -149,7 +149,7 @@ impl<T: Real> DynamicInverse<T> {
     pub fn ihvp(&self, x: &[T]) -> Result<Vec<T>, FisherError> {
         check_len("x", self.d, x.len())?;
         let (d, m) = (self.d, self.m);
-        let a: Vec<T> = self.g.par_chunks(d).map(|gj| dot(gj, x)).collect();
+        let a: Vec<T> = rows_dot(&self.g, d, x);
         // q = B a; w = Bᵀ (q ⊘ c).
         let q: Vec<T> = (0..m)
             .map(|kk| dot(&self.b[kk * m..(kk + 1) * m], &a))
@@ -160,11 +160,7 @@ impl<T: Real> DynamicInverse<T> {
         }
         let mut out: Vec<T> = x.iter().map(|&xi| self.lambda_inv * xi).collect();
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
-            let lo = ci * CHUNK;
-            let hi = lo + o.len();
-            for (j, &wj) in w.iter().enumerate() {
-                axpy(-wj, &self.g[j * d + lo..j * d + hi], o);
-            }
+            sub_combination(&self.g, d, ci * CHUNK, &w, o);
         });
         Ok(out)
     }

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::real::{Real, axpy, dot};
+use super::real::{Real, dot, rows_dot, sub_combination};
 use super::{FisherError, check_finite, check_len, inverse_damp};
 
 /// Columns per parallel work item of the `O(d·m)` passes.
@@ -46,10 +46,10 @@ impl<T: Real> StaticInverse<T> {
             let g = &mut rest[..d];
             row.copy_from_slice(g);
             // aⱼ = vⱼᵀgₖ / cⱼ for every earlier row.
-            let coef: Vec<T> = done
-                .par_chunks(d)
-                .zip(c.par_iter())
-                .map(|(vj, &cj)| dot(vj, &row) / cj)
+            let coef: Vec<T> = rows_dot(done, d, &row)
+                .into_iter()
+                .zip(&c)
+                .map(|(a, &cj)| a / cj)
                 .collect();
             // vₖ = λ⁻¹gₖ − Σ aⱼvⱼ, column chunk by column chunk, with gₖᵀvₖ alongside.
             let gv: f64 = g
@@ -61,9 +61,7 @@ impl<T: Real> StaticInverse<T> {
                     for x in out.iter_mut() {
                         *x = lambda_inv * *x;
                     }
-                    for (j, &a) in coef.iter().enumerate() {
-                        axpy(-a, &done[j * d + lo..j * d + hi], out);
-                    }
+                    sub_combination(done, d, lo, &coef, out);
                     dot(&row[lo..hi], out).to_f64()
                 })
                 .sum();
@@ -92,19 +90,14 @@ impl<T: Real> StaticInverse<T> {
     pub fn ihvp(&self, x: &[T]) -> Result<Vec<T>, FisherError> {
         check_len("x", self.d, x.len())?;
         let d = self.d;
-        let q: Vec<T> = self
-            .v
-            .par_chunks(d)
-            .zip(self.c.par_iter())
-            .map(|(vk, &ck)| dot(vk, x) / ck)
+        let q: Vec<T> = rows_dot(&self.v, d, x)
+            .into_iter()
+            .zip(&self.c)
+            .map(|(a, &ck)| a / ck)
             .collect();
         let mut out: Vec<T> = x.iter().map(|&xi| self.lambda_inv * xi).collect();
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
-            let lo = ci * CHUNK;
-            let hi = lo + o.len();
-            for (k, &qk) in q.iter().enumerate() {
-                axpy(-qk, &self.v[k * d + lo..k * d + hi], o);
-            }
+            sub_combination(&self.v, d, ci * CHUNK, &q, o);
         });
         Ok(out)
     }

@@ -120,7 +120,7 @@ mod x86 {
         full_c: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        debug_assert!(full_r <= rows && full_c <= cols && full_r % 8 == 0);
+        debug_assert!(full_r <= rows && full_c <= cols && full_r.is_multiple_of(8));
         debug_assert!(out.len() >= (full_c - c0) * rows);
         let sp = src.as_ptr();
         let op = out.as_mut_ptr() as *mut f32;
