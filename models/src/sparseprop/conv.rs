@@ -11,7 +11,8 @@
 //!   blocks that stay in cache while the channel's non-zeros are applied.
 //! * Backward, one pass: parallel over input channels (each thread owns `dX[ic]` and the
 //!   value gradients of the non-zeros reading channel `ic`, found through the CSC index);
-//!   every visited segment updates `dX` and accumulates `⟨dO, X⟩` in the same sweep.
+//!   every visited segment updates `dX` and accumulates `⟨dO, X⟩` in the same sweep; the
+//!   segments are visited input row by input row, so X and dX stay in cache.
 
 use rayon::prelude::*;
 
@@ -304,56 +305,61 @@ unsafe fn backward_channel<S: Simd>(
     let (b, kk) = (d.b, d.k * d.k);
     let c0 = ic * kk;
     let e_base = col_ptr[c0] as usize;
-    let pb = d.row_block();
     let dxp = dx.as_mut_ptr();
     let xp = unsafe { xt.as_ptr().add(ic * d.h * d.w * b) };
     let gp = dot.as_ptr();
-    let mut p0 = 0;
-    while p0 < d.oh {
-        let p1 = (p0 + pb).min(d.oh);
+    // Input-row-stationary: every segment that reads input row `ih` (all kernel offsets and
+    // their non-zeros) runs while that row of X and of dX is in the L1 cache; only the rows
+    // of dO stream in. (Output-row blocks made every segment fetch X, dX and dO from L2.)
+    for ih in 0..d.h {
+        let xrow = ih * d.w * b;
         for r in 0..kk {
             let (kh, kw) = (r / d.k, r % d.k);
+            // The output row p with s·p + kh − pad = ih, if any.
+            let t = ih + d.pad;
+            if t < kh || (t - kh) % d.s != 0 {
+                continue;
+            }
+            let p = (t - kh) / d.s;
+            if p >= d.oh {
+                continue;
+            }
             let (qlo, qhi) = d.range(kw, d.w, d.ow);
-            let (plo, phi) = d.range(kh, d.h, d.oh);
             if qlo >= qhi {
                 continue;
             }
             for e in col_ptr[c0 + r] as usize..col_ptr[c0 + r + 1] as usize {
                 let oc = csc_row[e] as usize;
                 let v = val_csc[e];
-                let mut acc = 0.0f32;
-                for p in p0.max(plo)..p1.min(phi) {
-                    let ih = d.s * p + kh - d.pad;
-                    let xrow = ih * d.w * b;
-                    let grow = ((oc * d.oh + p) * d.ow) * b;
-                    unsafe {
-                        if d.s == 1 {
-                            let iw = qlo + kw - d.pad;
+                let grow = ((oc * d.oh + p) * d.ow) * b;
+                let acc = unsafe {
+                    if d.s == 1 {
+                        let iw = qlo + kw - d.pad;
+                        axpy_dot::<S>(
+                            (qhi - qlo) * b,
+                            v,
+                            gp.add(grow + qlo * b),
+                            xp.add(xrow + iw * b),
+                            dxp.add(xrow + iw * b),
+                        )
+                    } else {
+                        let mut acc = 0.0f32;
+                        for q in qlo..qhi {
+                            let iw = d.s * q + kw - d.pad;
                             acc += axpy_dot::<S>(
-                                (qhi - qlo) * b,
+                                b,
                                 v,
-                                gp.add(grow + qlo * b),
+                                gp.add(grow + q * b),
                                 xp.add(xrow + iw * b),
                                 dxp.add(xrow + iw * b),
                             );
-                        } else {
-                            for q in qlo..qhi {
-                                let iw = d.s * q + kw - d.pad;
-                                acc += axpy_dot::<S>(
-                                    b,
-                                    v,
-                                    gp.add(grow + q * b),
-                                    xp.add(xrow + iw * b),
-                                    dxp.add(xrow + iw * b),
-                                );
-                            }
                         }
+                        acc
                     }
-                }
+                };
                 dval[e - e_base] += acc;
             }
         }
-        p0 = p1;
     }
 }
 
