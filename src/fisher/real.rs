@@ -244,18 +244,13 @@ fn sub_combination_lanes<T: Real>(g: &[T], d: usize, lo: usize, w: &[T], out: &m
 mod tests {
     use super::*;
 
-    /// Deterministic values in (−1, 1) with varied magnitudes (so that summation order would
-    /// show in the last bits).
+    /// Seeded f32 values with magnitudes from 0.01 to 100 (so that a change of summation
+    /// order would show in the last bits).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-                (2.0 * u - 1.0) * 10f32.powi((s % 5) as i32 - 2)
-            })
+        super::super::reference::random(n, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v as f32 * 10f32.powi((i % 5) as i32 - 2))
             .collect()
     }
 
