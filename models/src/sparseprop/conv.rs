@@ -317,7 +317,7 @@ unsafe fn backward_channel<S: Simd>(
             let (kh, kw) = (r / d.k, r % d.k);
             // The output row p with s·p + kh − pad = ih, if any.
             let t = ih + d.pad;
-            if t < kh || (t - kh) % d.s != 0 {
+            if t < kh || !(t - kh).is_multiple_of(d.s) {
                 continue;
             }
             let p = (t - kh) / d.s;
