@@ -2,8 +2,8 @@
 //! row-major `cols × rows` one (`[B, C·H·W]` ↔ `[C·H·W, B]`, the batch innermost).
 //!
 //! Parallel over blocks of 64 output rows (= source columns). Inside a block, 8 × 8 tiles are
-//! transposed in registers on x86-64 with AVX (8 row loads, 24 shuffles, 8 row stores),
-//! chosen at run time; the edges that do not fill a tile, and CPUs without AVX, go through a
+//! transposed in registers on x86-64 with AVX2 (8 row loads, 24 shuffles, 8 row stores),
+//! chosen at run time; the edges that do not fill a tile, and CPUs without AVX2, go through a
 //! 16 × 16 tile copied into a local array and written out column by column. The output is
 //! written once, never zeroed first.
 //!
@@ -28,7 +28,7 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// [`transpose`] with the instruction set given: [`Isa::Portable`] takes the scalar tiles
-/// everywhere, any x86 set the AVX register tiles (if the CPU has AVX).
+/// everywhere, any x86 set the AVX2 register tiles (if the CPU has AVX2).
 pub(crate) fn transpose_with(src: &[f32], rows: usize, cols: usize, isa: Isa) -> Vec<f32> {
     assert_eq!(src.len(), rows * cols, "transpose: buffer/shape mismatch");
     let n = rows * cols;
