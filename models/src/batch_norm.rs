@@ -24,7 +24,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-use crate::batch_norm_cpu::batch_norm_train;
+use crate::batch_norm_cpu::{Activation, batch_norm_train_then};
 
 /// What a [`BatchNorm2d`] forward does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +155,23 @@ impl BatchNorm2d {
 
     /// Normalises `x: [B, C, H, W]` per channel according to [`mode`](Self::mode).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, Activation::Identity)
+    }
+
+    /// `relu(self.forward(x))`: one fused pass (forward and backward) when the layer uses batch
+    /// statistics on a CPU device, with the separate ops' values and gradients.
+    pub fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, Activation::Relu)
+    }
+
+    /// `relu(self.forward(x) + residual)`, a residual block's end, fused like
+    /// [`forward_relu`](Self::forward_relu).
+    pub fn forward_add_relu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, Activation::AddRelu(Box::new(residual)))
+    }
+
+    /// [`forward`](Self::forward) followed by `activation`.
+    pub fn forward_then(&self, x: Tensor<4>, activation: Activation) -> Tensor<4> {
         let [_, c, _, _] = x.dims();
         let device = x.device();
         let weight = self.weight.val().reshape([1, c, 1, 1]);
@@ -163,11 +180,12 @@ impl BatchNorm2d {
             let mean = self.running_mean().to_device(&device).reshape([1, c, 1, 1]);
             let var = self.running_var().to_device(&device).reshape([1, c, 1, 1]);
             let scale = weight / (var + self.eps).sqrt();
-            return (x - mean) * scale + bias;
+            return activation.apply((x - mean) * scale + bias);
         }
         let [b, _, h, w] = x.dims();
         let n = b * h * w;
-        let (y, mean, var) = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        let (y, mean, var) =
+            batch_norm_train_then(x, self.weight.val(), self.bias.val(), self.eps, activation);
         if matches!(
             self.mode,
             BnMode::Train | BnMode::Recalibrate | BnMode::Auto

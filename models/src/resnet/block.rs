@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::Initializer;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
@@ -149,11 +148,15 @@ impl Block {
 
     /// Applies the block to `x: [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
-        let out = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(out))),
-            _ => out,
+        // bn → relu and the last bn → + shortcut → relu run as fused batch-norm ops (one pass
+        // each way instead of three; same values and gradients as the separate ops).
+        let out = self.bn1.forward_relu(self.conv1.forward(x.clone()));
+        let (last_bn, pre) = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let out = self.bn2.forward_relu(self.conv2.forward(out));
+                (bn3, conv3.forward(out))
+            }
+            _ => (&self.bn2, self.conv2.forward(out)),
         };
         let identity = if let Some((conv, bn)) = self.shortcut.as_ref().or(self.downsample.as_ref())
         {
@@ -163,7 +166,7 @@ impl Block {
         } else {
             x
         };
-        relu(out + identity)
+        last_bn.forward_add_relu(pre, identity)
     }
 
     /// Every batch norm of the block with its name relative to the block.

@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::Initializer;
-use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
@@ -225,7 +224,7 @@ impl ResNet {
 
     /// The pooled features before the classifier, `[B, C]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = self.bn1.forward_relu(self.conv1.forward(x));
         if !self.arch.is_cifar() {
             x = max_pool2d(
                 x,

@@ -110,3 +110,91 @@ fn fused_training_batch_norm_equals_the_formula_differentiated_by_burn() {
     }
     check(&Device::ndarray(), [3, 5, 4, 4], 1.0, 99);
 }
+
+/// `relu(bn(x))` and `relu(bn(x) + r)` fused into the normalisation pass
+/// (`batch_norm_train_then`) against the fused batch norm followed by burn's own ReLU and
+/// add: outputs and the gradients of `x`, `γ`, `β` and `r` equal exactly (same roundings, the
+/// ReLU's derivative 0 at 0), on both CPU backends.
+fn check_activation(device: &Device, [b, c, h, w]: [usize; 4], add: bool, seed: u64) {
+    use burn::tensor::activation::relu;
+    use shears_models::batch_norm_cpu::{Activation, batch_norm_train_then};
+
+    let ad = device.clone().autodiff();
+    let n = b * c * h * w;
+    let (xv, gv, rv) = (
+        seeded(n, seed, 4.0, 0.5),
+        seeded(n, seed + 1, 2.0, 0.0),
+        seeded(n, seed + 4, 3.0, 0.0),
+    );
+    let (wv, bv) = (seeded(c, seed + 2, 1.0, 1.0), seeded(c, seed + 3, 1.0, 0.0));
+    let leaf1 = |v: &[f32]| {
+        Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &ad).require_grad()
+    };
+    let leaf4 = |v: &[f32]| {
+        Tensor::<4>::from_data(TensorData::new(v.to_vec(), [b, c, h, w]), &ad).require_grad()
+    };
+    let g = Tensor::<4>::from_data(TensorData::new(gv, [b, c, h, w]), &ad);
+
+    let (x_r, w_r, b_r, r_r) = (leaf4(&xv), leaf1(&wv), leaf1(&bv), leaf4(&rv));
+    let (y, _, _) = batch_norm_train(x_r.clone(), w_r.clone(), b_r.clone(), 1e-5);
+    let y_r = if add { relu(y + r_r.clone()) } else { relu(y) };
+    let grads_r = (y_r.clone() * g.clone()).sum().backward();
+
+    let (x_f, w_f, b_f, r_f) = (leaf4(&xv), leaf1(&wv), leaf1(&bv), leaf4(&rv));
+    let act = if add {
+        Activation::AddRelu(Box::new(r_f.clone()))
+    } else {
+        Activation::Relu
+    };
+    let (y_f, _, _) = batch_norm_train_then(x_f.clone(), w_f.clone(), b_f.clone(), 1e-5, act);
+    let grads_f = (y_f.clone() * g).sum().backward();
+
+    let what = |s: &str| format!("{s} {:?} add {add}", [b, c, h, w]);
+    let zeros = values(y_r.clone()).iter().filter(|&&v| v == 0.0).count();
+    assert!(zeros > 0 && zeros < n, "{}: the ReLU must cut", what("y"));
+    close(&what("y"), &values(y_f), &values(y_r), 0.0);
+    let grad4 = |t: &Tensor<4>, gr| values(t.grad(gr).unwrap());
+    let grad1 = |t: &Tensor<1>, gr| values(t.grad(gr).unwrap());
+    close(
+        &what("dX"),
+        &grad4(&x_f, &grads_f),
+        &grad4(&x_r, &grads_r),
+        0.0,
+    );
+    close(
+        &what("dγ"),
+        &grad1(&w_f, &grads_f),
+        &grad1(&w_r, &grads_r),
+        0.0,
+    );
+    close(
+        &what("dβ"),
+        &grad1(&b_f, &grads_f),
+        &grad1(&b_r, &grads_r),
+        0.0,
+    );
+    if add {
+        close(
+            &what("dR"),
+            &grad4(&r_f, &grads_f),
+            &grad4(&r_r, &grads_r),
+            0.0,
+        );
+    } else {
+        assert!(r_f.grad(&grads_f).is_none(), "{}: no residual", what("dR"));
+    }
+}
+
+#[test]
+fn fused_relu_and_residual_equal_the_separate_ops_exactly() {
+    for (i, shape) in [[4, 3, 5, 7], [2, 16, 8, 8], [8, 4, 3, 3], [3, 2, 11, 13]]
+        .into_iter()
+        .enumerate()
+    {
+        for add in [false, true] {
+            check_activation(&Device::flex(), shape, add, 31 + i as u64);
+        }
+    }
+    check_activation(&Device::ndarray(), [3, 5, 4, 4], true, 77);
+    check_activation(&Device::ndarray(), [3, 5, 4, 4], false, 78);
+}
