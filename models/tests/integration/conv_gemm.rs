@@ -2,7 +2,8 @@
 //! forward, `dX`, `dW` and the bias gradient, over seeded random shapes and the edge cases
 //! (1×1 pointwise, stride 2 with and without padding, padding wider than the kernel reach,
 //! a kernel exactly as large as the padded input, batch 1 and batches larger than the
-//! thread count), on both CPU backends, with and without a gradient for the input.
+//! thread count, the 1024 output positions of a CIFAR image), on both CPU backends, with and
+//! without a gradient for the input.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_models::conv_gemm::dense_conv2d;
@@ -39,6 +40,8 @@ fn cases() -> Vec<Case> {
         (2, 2, 3, 3, 4, 5, 1, 1),   // kernel as tall as the padded input: one output row
         (1, 6, 4, 11, 11, 7, 2, 3), // the torchvision stem, batch 1 (parallel GEMM path)
         (3, 1, 1, 1, 1, 3, 1, 1),   // one pixel
+        (3, 2, 3, 32, 32, 3, 1, 1), // the CIFAR stage-1 geometry: 1024 positions
+        (2, 3, 2, 64, 32, 3, 2, 1), // stride 2 onto 32×16 = 512 positions
     ];
     let mut r = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..12 {
