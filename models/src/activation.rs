@@ -51,13 +51,17 @@ fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let underflow = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ from the bits of `t`, whose low mantissa bits hold `n` (offset by ROUND's): integer
+    // ops only, which vectorise (a float-to-int `as` cast, saturating, does not).
+    let two_n = (t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23;
+    let e = p * f32::from_bits(two_n);
     if underflow { 0.0 } else { e }
 }
 
@@ -164,6 +168,54 @@ pub fn gelu_backward_slice_on(isa: Isa, x: &[f32], g: &mut [f32]) {
     g.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(g, x)| with_isa!(isa, fn(x: &[f32], g: &mut [f32]) { backward_chunk(x, g) }));
+}
+
+/// The attention softmax of each row of `scores` (rows of `bias.len()` entries), in place:
+/// `p_j = exp(x_j − max x) / Σ exp(x_j − max x)` with `x_j = scale·s_j + bias_j`, with the
+/// vectorised `exp` above, compiled for `isa`.
+///
+/// # Panics
+/// If `scores` is not whole rows, or this CPU does not support `isa`.
+pub(crate) fn softmax_rows_on(isa: Isa, scores: &mut [f32], bias: &[f32], scale: f32) {
+    assert!(isa.supported(), "softmax: this CPU cannot run {isa:?}");
+    assert!(
+        scores.len().is_multiple_of(bias.len().max(1)),
+        "softmax_rows: scores are not whole rows"
+    );
+    with_isa!(isa, fn(scores: &mut [f32], bias: &[f32], scale: f32) {
+        // Lane-wise partial maxima and sums (16 lanes), so that the reductions vectorise
+        // too (a single float accumulator is a serial chain the compiler must keep).
+        const L: usize = 16;
+        for row in scores.chunks_exact_mut(bias.len().max(1)) {
+            for (s, &b) in row.iter_mut().zip(bias) {
+                *s = *s * scale + b;
+            }
+            let mut lanes = [f32::NEG_INFINITY; L];
+            let mut chunks = row.chunks_exact(L);
+            for c in &mut chunks {
+                for (a, &x) in lanes.iter_mut().zip(c) {
+                    *a = if x > *a { x } else { *a };
+                }
+            }
+            let max = (lanes.iter().chain(chunks.remainder()))
+                .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+            for s in row.iter_mut() {
+                *s = exp(*s - max);
+            }
+            let mut sums = [0.0f32; L];
+            let mut chunks = row.chunks_exact(L);
+            for c in &mut chunks {
+                for (a, &e) in sums.iter_mut().zip(c) {
+                    *a += e;
+                }
+            }
+            let sum = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+            let inv = 1.0 / sum;
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
+    })
 }
 
 /// Activations computed by shears' own CPU kernels.

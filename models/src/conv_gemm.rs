@@ -210,6 +210,12 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Element `(i, j)` at `data[i·rs + j·cs]` (e.g. one head's columns of a
+    /// `[seq, heads·head_dim]` matrix: `rs = heads·head_dim`, `cs = 1`).
+    pub(crate) fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        Self { data, rs, cs }
+    }
+
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }

@@ -10,6 +10,7 @@
 //! This crate knows nothing of recipes, schedules or training: those live in `shears`.
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod batch_norm_cpu;
 pub mod bert;

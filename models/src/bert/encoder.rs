@@ -11,6 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{BertConfig, HiddenAct};
+use crate::attention::{attention_inference, fused_attention_applies};
 use crate::dropout::dropout;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear::{PrunableLinear, PrunableLinearConfig};
@@ -63,10 +64,18 @@ impl BertSelfAttention {
             t.reshape([batch, seq, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
-        let scores = q.matmul(k.transpose()) / (head_dim as f64).sqrt() + mask_bias;
+        let (q, k, v) = (
+            self.query.forward(x.clone()),
+            self.key.forward(x.clone()),
+            self.value.forward(x),
+        );
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        if fused_attention_applies(&q.device()) {
+            let bias = mask_bias.reshape([batch, seq]);
+            return attention_inference(q, k, v, bias, self.num_heads, scale as f32);
+        }
+        let (q, k, v) = (split(q), split(k), split(v));
+        let scores = q.matmul(k.transpose()) * scale + mask_bias;
         let probs = dropout(&self.dropout, softmax(scores, 3));
         probs
             .matmul(v)

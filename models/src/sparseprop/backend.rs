@@ -34,6 +34,14 @@ pub trait SparsePropBackend: Backend {
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self>;
 
+    /// The values of a dense `weight: [rows, cols]` at `pattern`'s non-zeros, `[nnz]` in CSR
+    /// order; the backward scatters their gradient into a dense `[rows, cols]` one (zeros off
+    /// the pattern).
+    fn sparseprop_gather(
+        weight: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self>;
+
     /// Conv2d of `x: [B, IC, H, W]` with the sparse `[OC, IC, K, K]` weight; `[B, OC, OH, OW]`.
     fn sparseprop_conv2d(
         x: FloatTensor<Self>,
@@ -134,6 +142,23 @@ pub(crate) fn linear_backward<B: Backend>(
     )
 }
 
+/// The gather of [`SparsePropBackend::sparseprop_gather`] on any CPU backend's primitives:
+/// row by row over the pattern, reading the weight in place (no index tensor).
+pub(crate) fn gather_forward<B: Backend>(
+    weight: FloatTensor<B>,
+    pattern: &SparsePattern,
+) -> FloatTensor<B> {
+    let device = weight.device();
+    assert_eq!(
+        weight.shape().as_slice(),
+        [pattern.rows(), pattern.cols()],
+        "sparseprop_gather: weight shape ≠ pattern shape"
+    );
+    let v = with_values::<B, _>(&weight, |w| pattern.gather(w));
+    let n = v.len();
+    write::<B>(v, vec![n], &device)
+}
+
 fn conv_dims(xs: &[usize]) -> (usize, usize, usize) {
     assert_eq!(
         xs.len(),
@@ -202,6 +227,13 @@ impl SparsePropBackend for Flex {
         linear_forward::<Self>(x, values, &pattern)
     }
 
+    fn sparseprop_gather(
+        weight: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        gather_forward::<Self>(weight, &pattern)
+    }
+
     fn sparseprop_conv2d(
         x: FloatTensor<Self>,
         values: FloatTensor<Self>,
@@ -219,6 +251,13 @@ impl SparsePropBackend for NdArray {
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self> {
         linear_forward::<Self>(x, values, &pattern)
+    }
+
+    fn sparseprop_gather(
+        weight: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        gather_forward::<Self>(weight, &pattern)
     }
 
     fn sparseprop_conv2d(
@@ -248,6 +287,27 @@ impl<B: Backend> Backward<B, 2> for LinearBackward {
         }
         if let Some(node) = node_v {
             grads.register::<B>(node.id, dval);
+        }
+    }
+}
+
+/// Backward of the gather: the values' gradient scattered into a dense one.
+#[derive(Debug)]
+struct GatherBackward;
+
+impl<B: Backend> Backward<B, 1> for GatherBackward {
+    type State = Arc<SparsePattern>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _c: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            let pattern = ops.state;
+            let device = grad.device();
+            let dense = with_values::<B, _>(&grad, |g| pattern.to_dense(g))
+                .expect("sparseprop_gather: the gradient has one entry per non-zero");
+            let shape = vec![pattern.rows(), pattern.cols()];
+            grads.register::<B>(node.id, write::<B>(dense, shape, &device));
         }
     }
 }
@@ -300,6 +360,25 @@ impl<B: SparsePropBackend, C: CheckpointStrategy> SparsePropBackend for Autodiff
                 values.into_primitive(),
                 pattern,
             )),
+        }
+    }
+
+    fn sparseprop_gather(
+        weight: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        match GatherBackward
+            .prepare::<C>([weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::sparseprop_gather(weight.primitive().clone(), pattern.clone());
+                prep.finish(pattern, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::sparseprop_gather(weight.into_primitive(), pattern))
+            }
         }
     }
 

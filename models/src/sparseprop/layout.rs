@@ -196,8 +196,42 @@ impl SparsePattern {
     }
 
     /// The values of a dense row-major matrix at the non-zeros, in value order.
+    ///
+    /// # Panics
+    /// If `dense` does not hold `rows × cols` floats.
     pub fn gather(&self, dense: &[f32]) -> Vec<f32> {
-        self.flat_indices().into_iter().map(|i| dense[i]).collect()
+        use rayon::prelude::*;
+        assert_eq!(
+            dense.len(),
+            self.rows * self.cols,
+            "SparsePattern::gather: dense length ≠ rows × cols"
+        );
+        let nnz = self.nnz();
+        let mut out = vec![0.0f32; nnz];
+        // Blocks of rows in parallel: reading the dense weight is the cost (all of its cache
+        // lines, at 90 % sparsity), and one core does not saturate memory.
+        let block = self.rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let mut tasks = Vec::new();
+        let mut rest: &mut [f32] = &mut out;
+        for r0 in (0..self.rows).step_by(block) {
+            let r1 = (r0 + block).min(self.rows);
+            let n = (self.row_ptr[r1] - self.row_ptr[r0]) as usize;
+            let (head, tail) = rest.split_at_mut(n);
+            tasks.push((r0, r1, head));
+            rest = tail;
+        }
+        tasks.into_par_iter().for_each(|(r0, r1, out)| {
+            let mut at = 0;
+            for r in r0..r1 {
+                let row = &dense[r * self.cols..(r + 1) * self.cols];
+                let cols = &self.col_idx[self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize];
+                for (o, &c) in out[at..at + cols.len()].iter_mut().zip(cols) {
+                    *o = row[c as usize];
+                }
+                at += cols.len();
+            }
+        });
+        out
     }
 
     /// Scatters CSR-ordered values into a dense row-major `rows × cols` matrix (zeros elsewhere).
@@ -212,8 +246,11 @@ impl SparsePattern {
             });
         }
         let mut dense = vec![0.0f32; self.rows * self.cols];
-        for (i, v) in self.flat_indices().into_iter().zip(values) {
-            dense[i] = *v;
+        for (r, row) in dense.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            let (k0, k1) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
+            for (&c, &v) in self.col_idx[k0..k1].iter().zip(&values[k0..k1]) {
+                row[c as usize] = v;
+            }
         }
         Ok(dense)
     }

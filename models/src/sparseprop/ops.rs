@@ -41,9 +41,17 @@ impl SparseWeight {
             "SparseWeight::gather_from_dense: weight shape does not match the pattern"
         );
         let device = weight.device();
-        let values = weight
-            .reshape([rows * cols])
-            .select(0, index_tensor(&pattern, &device));
+        let values = if is_sparse_cpu_device(&device) {
+            // Row by row over the pattern, in place: no index tensor, no generic gather.
+            Tensor::<1>::from_dispatch(<Dispatch as SparsePropBackend>::sparseprop_gather(
+                weight.into_dispatch(),
+                pattern.clone(),
+            ))
+        } else {
+            weight
+                .reshape([rows * cols])
+                .select(0, index_tensor(&pattern, &device))
+        };
         Self { values, pattern }
     }
 

@@ -36,35 +36,70 @@ pub(crate) fn transpose_with(src: &[f32], rows: usize, cols: usize, isa: Isa) ->
     if n == 0 {
         return dst;
     }
-    let registers = cfg!(target_arch = "x86_64") && isa > Isa::Portable && isa.supported();
+    let registers = registers(isa);
     dst.spare_capacity_mut()[..n]
         .par_chunks_mut(BLOCK * rows)
         .enumerate()
-        .for_each(|(bi, out): (usize, &mut [MaybeUninit<f32>])| {
-            // `out` holds output rows c0..c1 (= source columns), each `rows` long.
-            let c0 = bi * BLOCK;
-            let c1 = c0 + out.len() / rows;
-            let (full_r, full_c) = if registers {
-                (rows / 8 * 8, c0 + (c1 - c0) / 8 * 8)
-            } else {
-                (0, c0)
-            };
-            #[cfg(target_arch = "x86_64")]
-            if full_r > 0 && full_c > c0 {
-                // SAFETY: `registers` implies the CPU has AVX2 (`Isa::supported`), and
-                // every tile lies inside `src` (rows < full_r ≤ rows, columns < full_c ≤ c1 ≤
-                // cols) and inside `out` (output rows c0..full_c, entries < full_r).
-                unsafe { x86::tiles(src, cols, rows, c0, full_r, full_c, out) };
-            }
-            // The rest: columns full_c..c1 of rows 0..full_r, and every column of rows
-            // full_r..rows (all of the block when the register path is off).
-            scalar(src, cols, rows, c0, (0, full_r), (full_c, c1), out);
-            scalar(src, cols, rows, c0, (full_r, rows), (c0, c1), out);
-        });
+        .for_each(|(bi, out)| block(src, rows, cols, bi * BLOCK, registers, out));
     // SAFETY: the chunks cover all `n` slots and every slot of every chunk was written: the
     // register tiles cover rows 0..full_r × columns c0..full_c, the two scalar calls the rest.
     unsafe { dst.set_len(n) };
     dst
+}
+
+/// Whether the AVX2 register tiles may run with `isa` on this CPU.
+fn registers(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa > Isa::Portable && isa.supported()
+}
+
+/// [`transpose_with`] on the calling thread only, into `dst` (`rows × cols` slots, every one
+/// written): for callers that are already one task of a parallel loop (the SparseProp
+/// linear forward transposes one panel of tokens per task).
+pub(crate) fn transpose_into(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    isa: Isa,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    assert_eq!(src.len(), rows * cols, "transpose: buffer/shape mismatch");
+    assert_eq!(dst.len(), rows * cols, "transpose: output/shape mismatch");
+    if rows * cols == 0 {
+        return;
+    }
+    let registers = registers(isa);
+    for (bi, out) in dst.chunks_mut(BLOCK * rows).enumerate() {
+        block(src, rows, cols, bi * BLOCK, registers, out);
+    }
+}
+
+/// Writes output rows `c0..` (source columns; as many as `out` holds, each `rows` long) of
+/// the transpose of the row-major `rows × cols` matrix `src`, every slot of `out`.
+fn block(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    registers: bool,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let c1 = c0 + out.len() / rows;
+    let (full_r, full_c) = if registers {
+        (rows / 8 * 8, c0 + (c1 - c0) / 8 * 8)
+    } else {
+        (0, c0)
+    };
+    #[cfg(target_arch = "x86_64")]
+    if full_r > 0 && full_c > c0 {
+        // SAFETY: `registers` implies the CPU has AVX2 (`Isa::supported`), and every tile
+        // lies inside `src` (rows < full_r ≤ rows, columns < full_c ≤ c1 ≤ cols) and inside
+        // `out` (output rows c0..full_c, entries < full_r).
+        unsafe { x86::tiles(src, cols, rows, c0, full_r, full_c, out) };
+    }
+    // The rest: columns full_c..c1 of rows 0..full_r, and every column of rows full_r..rows
+    // (all of the block when the register path is off).
+    scalar(src, cols, rows, c0, (0, full_r), (full_c, c1), out);
+    scalar(src, cols, rows, c0, (full_r, rows), (c0, c1), out);
 }
 
 /// Writes the transpose of source rows `r0..r1` × columns `cs0..cs1` into `out` (output rows
