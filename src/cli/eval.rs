@@ -12,7 +12,10 @@ use shears::train::engine::evaluate_model;
 ///
 /// The recipe supplies the task, the data files, the dev split and `max_seq_length`; the
 /// model directory (config.json, model.safetensors, tokenizer) supplies the weights.
-/// Prints the metrics as JSON.
+/// Prints the metrics as JSON. Layers of a pruned model at least
+/// `training.sparseprop_min_sparsity` sparse run the SparseProp kernels as in training
+/// (`training.sparseprop`, default `auto`: on CPU devices); `--set training.sparseprop=off`
+/// keeps them dense.
 ///
 /// Example: `shears eval --model runs/quickstart/model --recipe recipes/quickstart.yaml`
 #[derive(Debug, Args)]

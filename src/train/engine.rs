@@ -1639,6 +1639,7 @@ pub fn fmt_metrics(m: &Metrics) -> String {
 struct Evaluate<'a> {
     spec: &'a Path,
     device: Device,
+    sparse: SparsePolicy,
 }
 
 impl TaskVisitor for Evaluate<'_> {
@@ -1649,7 +1650,15 @@ impl TaskVisitor for Evaluate<'_> {
         arch: A,
         task: T,
     ) -> Result<(Metrics, usize), EngineError> {
-        let model = arch.load(&self.spec.display().to_string(), &self.device)?;
+        let mut model = arch.load(&self.spec.display().to_string(), &self.device)?;
+        let layers = self.sparse.switch(&arch, &mut model, &self.device);
+        let n = layers.iter().filter(|l| l.sparse).count();
+        if n > 0 {
+            eprintln!(
+                "eval: SparseProp on {n} of {} prunable layers",
+                layers.len()
+            );
+        }
         let metrics = task.evaluate(&model, &self.device)?;
         Ok((metrics, task.dev_len()))
     }
@@ -1657,7 +1666,9 @@ impl TaskVisitor for Evaluate<'_> {
 
 /// Evaluates an exported model (a directory, or a weights file for image models) on the
 /// dev split of a recipe's task; returns the metrics and the number of dev examples
-/// (questions for SQuAD).
+/// (questions for SQuAD). Prunable layers at least `training.sparseprop_min_sparsity`
+/// sparse run the SparseProp kernels as the recipe's `training.sparseprop` says (`auto`:
+/// on CPU devices), as they do in training.
 pub fn evaluate_model(
     recipe: &Recipe,
     model_dir: &Path,
@@ -1671,6 +1682,10 @@ pub fn evaluate_model(
         Evaluate {
             spec: model_dir,
             device: device.device()?,
+            sparse: recipe
+                .training
+                .as_ref()
+                .map_or_else(SparsePolicy::default, SparsePolicy::from_recipe),
         },
     )
 }

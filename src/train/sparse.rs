@@ -10,7 +10,7 @@
 use shears_models::sparseprop::ops::is_sparse_cpu_device;
 use shears_models::sparseprop::select::Execution;
 
-use crate::arch::Architecture;
+use crate::arch::{Architecture, SparseLayer};
 use crate::recipe::sections::{SparsePropMode, TrainingSection};
 
 /// The default `sparseprop_min_sparsity`: below it the dense kernels are faster for the
@@ -23,6 +23,17 @@ pub struct SparsePolicy {
     mode: SparsePropMode,
     min_sparsity: f64,
     last: Vec<String>,
+}
+
+impl Default for SparsePolicy {
+    /// A recipe without a `training:` section: `auto` from [`DEFAULT_MIN_SPARSITY`].
+    fn default() -> Self {
+        Self {
+            mode: SparsePropMode::default(),
+            min_sparsity: DEFAULT_MIN_SPARSITY,
+            last: Vec::new(),
+        }
+    }
 }
 
 impl SparsePolicy {
@@ -42,15 +53,16 @@ impl SparsePolicy {
         self.last.len()
     }
 
-    /// Switches the layers of `model` (on `device`) after a mask change at step `t`;
-    /// returns a log line when the set of sparse layers changed.
-    pub fn apply<A: Architecture>(
-        &mut self,
+    /// Switches every prunable layer of `model` (on `device`) at least `min_sparsity` sparse
+    /// to the SparseProp kernels when the mode allows it on this device, every other one to
+    /// the dense path; returns each layer's choice. `shears eval` calls it once on the loaded
+    /// model, the training loop through [`SparsePolicy::apply`].
+    pub fn switch<A: Architecture>(
+        &self,
         arch: &A,
         model: &mut A::Model,
         device: &burn::tensor::Device,
-        t: u64,
-    ) -> Option<String> {
+    ) -> Vec<SparseLayer> {
         let active = match self.mode {
             SparsePropMode::Off => false,
             SparsePropMode::On => true,
@@ -61,7 +73,19 @@ impl SparsePolicy {
         } else {
             (f64::INFINITY, Execution::Dense)
         };
-        let layers = arch.set_sparse(model, threshold, execution);
+        arch.set_sparse(model, threshold, execution)
+    }
+
+    /// Switches the layers of `model` (on `device`) after a mask change at step `t`;
+    /// returns a log line when the set of sparse layers changed.
+    pub fn apply<A: Architecture>(
+        &mut self,
+        arch: &A,
+        model: &mut A::Model,
+        device: &burn::tensor::Device,
+        t: u64,
+    ) -> Option<String> {
+        let layers = self.switch(arch, model, device);
         let sparse: Vec<String> = layers
             .iter()
             .filter(|l| l.sparse)

@@ -116,29 +116,26 @@ fn a_pruned_model_runs_sparse_with_the_dense_outputs_and_benches() {
         "{\"text\": \"A man is eating food.\"}\n{\"text\": \"The film never finds its rhythm, but the cast is wonderful.\"}\n",
     )
     .unwrap();
-    let embed = |mode: &str| {
-        Command::new(env!("CARGO_BIN_EXE_shears"))
-            .args([
-                "infer",
-                "--model",
-                &model,
-                "--task",
-                "embed",
-                "--sparseprop",
-                mode,
-            ])
-            .arg("--input")
-            .arg(&input)
-            .output()
-            .unwrap()
+    let embed = |mode: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shears"));
+        cmd.args(["infer", "--model", &model, "--task", "embed"]);
+        if let Some(mode) = mode {
+            cmd.args(["--sparseprop", mode]);
+        }
+        cmd.arg("--input").arg(&input).output().unwrap()
     };
-    let sparse = embed("on");
-    let stderr = String::from_utf8_lossy(&sparse.stderr).to_string();
-    assert!(
-        stderr.contains("SparseProp on 36 of 36 encoder linears"),
-        "{stderr}"
-    );
-    let dense = embed("off");
+    // `auto`, the default, runs a pruned model's linears sparse on the CPU, as `on` does.
+    let sparse = embed(Some("on"));
+    let by_default = embed(None);
+    for out in [&sparse, &by_default] {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            stderr.contains("SparseProp on 36 of 36 encoder linears"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(embeddings(&sparse), embeddings(&by_default));
+    let dense = embed(Some("off"));
     assert!(!String::from_utf8_lossy(&dense.stderr).contains("SparseProp on"));
     let (s, d) = (embeddings(&sparse), embeddings(&dense));
     assert_eq!(s.len(), 2);

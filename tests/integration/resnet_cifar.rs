@@ -205,6 +205,24 @@ fn sparse_resnet_runs_resume_exactly_and_export_reproduces_the_metrics() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
+    // That eval ran the convolutions at least 80 % sparse on the SparseProp kernels (`auto`
+    // on the CPU); on the dense path the accuracy is the same.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("eval: SparseProp on"), "{stderr}");
+    let dense = shears(&[
+        "eval",
+        "--recipe",
+        "recipes/resnet20-cifar10-gmp.yaml",
+        "--model",
+        a.join("model").to_str().unwrap(),
+        "--set",
+        "data.max_dev_examples=256",
+        "--set",
+        "training.sparseprop=off",
+    ]);
+    assert!(!String::from_utf8_lossy(&dense.stderr).contains("SparseProp on"));
+    let v: serde_json::Value = serde_json::from_slice(&dense.stdout).unwrap();
+    assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
     // So does its burn record (`export --format burn`), read by `eval` and `sparsity`.
     let rec = tmp.path().join("record");
     shears(&[

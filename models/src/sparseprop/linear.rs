@@ -297,6 +297,9 @@ pub fn backward_feature_major(
 /// cache while every row of the weight passes over them.
 const PANEL: usize = 64;
 
+/// The most floats of per-panel value gradients the panelled backward allocates.
+const MAX_PARTIALS: usize = 16 << 20;
+
 thread_local! {
     /// Per-thread scratch of the panelled forward (a panel's `Xᵀ` and `Yᵀ`), reused across
     /// calls so that no call faults in fresh pages.
@@ -369,6 +372,12 @@ fn as_uninit(buf: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
 
 /// Batch-major backward: from `x: [b, cols]` and `dy: [b, rows]`, returns
 /// `(dx: [b, cols], dvalues)` with `dvalues` in value (CSR) order.
+///
+/// Panelled like [`forward`] when every thread gets a panel: each task transposes its
+/// tokens' `x` and `dy` into thread-local feature-major buffers, runs the column kernel over
+/// them (its `dx` rows and its share of the value gradient), and transposes `dx` back into
+/// its rows; the per-panel value gradients are then summed. Smaller batches transpose the
+/// whole batch and split the columns across threads.
 pub fn backward(
     pattern: &SparsePattern,
     values: &[f32],
@@ -377,10 +386,64 @@ pub fn backward(
     b: usize,
     isa: Isa,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (xt, dyt) = rayon::join(
-        || transpose(x, b, pattern.cols()),
-        || transpose(dy, b, pattern.rows()),
-    );
-    let (dxt, dval) = backward_feature_major(pattern, values, &xt, &dyt, b, isa);
-    (transpose(&dxt, pattern.cols(), b), dval)
+    let (rows, cols, nnz) = (pattern.rows(), pattern.cols(), pattern.nnz());
+    // One value gradient per panel, summed in panel order (deterministic, unlike a per-thread
+    // fold): bounded to 16 M floats, beyond which the whole batch goes through at once.
+    let partials = b.div_ceil(PANEL) * nnz;
+    if b < PANEL * rayon::current_num_threads() || rows == 0 || cols == 0 || partials > MAX_PARTIALS
+    {
+        let (xt, dyt) = rayon::join(|| transpose(x, b, cols), || transpose(dy, b, rows));
+        let (dxt, dval) = backward_feature_major(pattern, values, &xt, &dyt, b, isa);
+        return (transpose(&dxt, cols, b), dval);
+    }
+    assert_eq!(values.len(), nnz, "sparse linear: values/pattern mismatch");
+    assert_eq!(x.len(), b * cols, "sparse linear: input shape mismatch");
+    assert_eq!(dy.len(), b * rows, "sparse linear: gradient shape mismatch");
+    let val_csc = pattern.values_in_csc_order(values);
+    let n = b * cols;
+    let mut dx: Vec<f32> = Vec::with_capacity(n);
+    // Each panel's value gradient (CSC order), summed below in panel order.
+    let partial: Vec<Vec<f32>> = dx.spare_capacity_mut()[..n]
+        .par_chunks_mut(PANEL * cols)
+        .enumerate()
+        .map(|(p, out)| {
+            let t = out.len() / cols;
+            let xs = &x[p * PANEL * cols..(p * PANEL + t) * cols];
+            let dys = &dy[p * PANEL * rows..(p * PANEL + t) * rows];
+            let mut dval = vec![0.0f32; nnz];
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                let need = (2 * cols + rows) * t;
+                if s.len() < need {
+                    s.resize(need, 0.0);
+                }
+                let (xt, rest) = s.split_at_mut(cols * t);
+                let (dyt, rest) = rest.split_at_mut(rows * t);
+                let dxt = &mut rest[..cols * t];
+                transpose_into(xs, t, cols, isa, as_uninit(xt));
+                transpose_into(dys, t, rows, isa, as_uninit(dyt));
+                backward_cols_mv(
+                    isa,
+                    pattern.col_ptr(),
+                    pattern.csc_row(),
+                    &val_csc,
+                    xt,
+                    dyt,
+                    t,
+                    0,
+                    dxt,
+                    &mut dval,
+                );
+                transpose_into(dxt, cols, t, isa, out);
+            });
+            dval
+        })
+        .collect();
+    // SAFETY: the panels cover all `n` slots, and `transpose_into` writes every slot.
+    unsafe { dx.set_len(n) };
+    let mut dval = vec![0.0f32; nnz];
+    for (e, &k) in pattern.csc_pos().iter().enumerate() {
+        dval[k as usize] = partial.iter().map(|d| d[e]).sum();
+    }
+    (dx, dval)
 }
