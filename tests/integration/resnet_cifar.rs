@@ -194,35 +194,28 @@ fn sparse_resnet_runs_resume_exactly_and_export_reproduces_the_metrics() {
     assert!(weights["conv1.weight"].iter().all(|x| *x != 0.0));
 
     // The export is a ResNet-20 `shears eval` reads; it reproduces the final accuracy.
-    let out = shears(&[
-        "eval",
-        "--recipe",
-        "recipes/resnet20-cifar10-gmp.yaml",
-        "--model",
-        a.join("model").to_str().unwrap(),
-        "--set",
-        "data.max_dev_examples=256",
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
-    // That eval ran the convolutions at least 80 % sparse on the SparseProp kernels (`auto`
+    let eval = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--recipe",
+            "recipes/resnet20-cifar10-gmp.yaml",
+            "--model",
+            model.to_str().unwrap(),
+            "--set",
+            "data.max_dev_examples=256",
+        ];
+        args.extend(extra);
+        let out = shears(&args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // That eval runs the convolutions at least 80 % sparse on the SparseProp kernels (`auto`
     // on the CPU); on the dense path the accuracy is the same.
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = eval(&a.join("model"), &[]);
     assert!(stderr.contains("eval: SparseProp on"), "{stderr}");
-    let dense = shears(&[
-        "eval",
-        "--recipe",
-        "recipes/resnet20-cifar10-gmp.yaml",
-        "--model",
-        a.join("model").to_str().unwrap(),
-        "--set",
-        "data.max_dev_examples=256",
-        "--set",
-        "training.sparseprop=off",
-    ]);
-    assert!(!String::from_utf8_lossy(&dense.stderr).contains("SparseProp on"));
-    let v: serde_json::Value = serde_json::from_slice(&dense.stdout).unwrap();
-    assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
+    let stderr = eval(&a.join("model"), &["--set", "training.sparseprop=off"]);
+    assert!(!stderr.contains("SparseProp on"), "{stderr}");
     // So does its burn record (`export --format burn`), read by `eval` and `sparsity`.
     let rec = tmp.path().join("record");
     shears(&[
@@ -234,17 +227,7 @@ fn sparse_resnet_runs_resume_exactly_and_export_reproduces_the_metrics() {
         rec.to_str().unwrap(),
     ]);
     assert!(rec.join("model.bpk").is_file() && !rec.join("model.safetensors").exists());
-    let out = shears(&[
-        "eval",
-        "--recipe",
-        "recipes/resnet20-cifar10-gmp.yaml",
-        "--model",
-        rec.to_str().unwrap(),
-        "--set",
-        "data.max_dev_examples=256",
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["metrics"]["accuracy"], ra["metrics"]["dev"]["accuracy"]);
+    eval(&rec, &[]);
 
     let log_a = std::fs::read_to_string(a.join("train.log")).unwrap();
     assert!(log_a.contains("SparseProp on"), "{log_a}");
