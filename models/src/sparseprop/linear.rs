@@ -441,9 +441,15 @@ pub fn backward(
         .collect();
     // SAFETY: the panels cover all `n` slots, and `transpose_into` writes every slot.
     unsafe { dx.set_len(n) };
+    // Summed panel after panel (each pass streams two vectors), then put in CSR order.
+    let mut panels = partial.into_iter();
+    let mut sum = panels.next().unwrap_or_else(|| vec![0.0; nnz]);
+    for p in panels {
+        sum.iter_mut().zip(&p).for_each(|(s, v)| *s += v);
+    }
     let mut dval = vec![0.0f32; nnz];
-    for (e, &k) in pattern.csc_pos().iter().enumerate() {
-        dval[k as usize] = partial.iter().map(|d| d[e]).sum();
+    for (&k, &v) in pattern.csc_pos().iter().zip(&sum) {
+        dval[k as usize] = v;
     }
     (dx, dval)
 }
