@@ -10,12 +10,11 @@ use serde::Deserialize;
 use shears::arch::bert::{BertWithEncoder, sparsify_encoder};
 use shears::device::DeviceSpec;
 use shears::recipe::sections::SparsePropMode;
-use shears::train::sparse::DEFAULT_MIN_SPARSITY;
+use shears::train::sparse::{DEFAULT_MIN_SPARSITY, runs_sparse};
 use shears_models::bert::{
     BertForQuestionAnswering, BertForSequenceClassification, BertInput, BertModel, BertTokenizer,
     Encoded, ModelSource, Pretrained, Truncation, TruncationStrategy, load_pretrained, mean_pool,
 };
-use shears_models::sparseprop::ops::is_sparse_cpu_device;
 use shears_models::sparseprop::select::Execution;
 
 /// What `shears infer` computes for each input line.
@@ -103,12 +102,7 @@ fn load<M: BertWithEncoder>(
     let files = ModelSource::parse(spec)?.resolve()?;
     let mut p = load_pretrained::<M>(&files, device)?;
     eprint!("{}", p.report);
-    let on = match args.sparseprop {
-        SparsePropMode::Off => false,
-        SparsePropMode::On => true,
-        SparsePropMode::Auto => is_sparse_cpu_device(device),
-    };
-    if on {
+    if runs_sparse(args.sparseprop, device) {
         let layers = sparsify_encoder(
             &mut p.model,
             args.sparseprop_min_sparsity,

@@ -17,6 +17,16 @@ use crate::recipe::sections::{SparsePropMode, TrainingSection};
 /// layer shapes `shears bench sparseprop` measures.
 pub const DEFAULT_MIN_SPARSITY: f64 = 0.8;
 
+/// Whether `mode` puts sparse-enough layers on the SparseProp kernels on `device`
+/// (`auto`: on CPU devices only).
+pub fn runs_sparse(mode: SparsePropMode, device: &burn::tensor::Device) -> bool {
+    match mode {
+        SparsePropMode::Off => false,
+        SparsePropMode::On => true,
+        SparsePropMode::Auto => is_sparse_cpu_device(device),
+    }
+}
+
 /// The SparseProp policy of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparsePolicy {
@@ -63,12 +73,7 @@ impl SparsePolicy {
         model: &mut A::Model,
         device: &burn::tensor::Device,
     ) -> Vec<SparseLayer> {
-        let active = match self.mode {
-            SparsePropMode::Off => false,
-            SparsePropMode::On => true,
-            SparsePropMode::Auto => is_sparse_cpu_device(device),
-        };
-        let (threshold, execution) = if active {
+        let (threshold, execution) = if runs_sparse(self.mode, device) {
             (self.min_sparsity, Execution::Sparse)
         } else {
             (f64::INFINITY, Execution::Dense)

@@ -301,8 +301,8 @@ const PANEL: usize = 64;
 const MAX_PARTIALS: usize = 16 << 20;
 
 thread_local! {
-    /// Per-thread scratch of the panelled forward (a panel's `Xᵀ` and `Yᵀ`), reused across
-    /// calls so that no call faults in fresh pages.
+    /// Per-thread scratch of the panelled forward (a panel's `Xᵀ` and `Yᵀ`) and backward
+    /// (its `Xᵀ`, `dYᵀ` and `dXᵀ`), reused across calls so that no call faults in fresh pages.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
