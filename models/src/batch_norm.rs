@@ -25,6 +25,7 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
 use crate::batch_norm_cpu::{Activation, batch_norm_train_then};
+use crate::feature_map::FeatureMap;
 
 /// What a [`BatchNorm2d`] forward does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -168,6 +169,40 @@ impl BatchNorm2d {
     /// [`forward_relu`](Self::forward_relu).
     pub fn forward_add_relu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
         self.forward_then(x, Activation::AddRelu(Box::new(residual)))
+    }
+
+    /// [`forward`](Self::forward) of a feature map in either layout (same layout out).
+    pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
+        self.forward_map_then(x, None, false)
+    }
+
+    /// [`forward_relu`](Self::forward_relu) of a feature map in either layout.
+    pub fn forward_relu_map(&self, x: FeatureMap) -> FeatureMap {
+        self.forward_map_then(x, None, true)
+    }
+
+    /// [`forward_add_relu`](Self::forward_add_relu) of a feature map in either layout; the
+    /// residual is brought to `x`'s layout first.
+    pub fn forward_add_relu_map(&self, x: FeatureMap, residual: FeatureMap) -> FeatureMap {
+        self.forward_map_then(x, Some(residual), true)
+    }
+
+    /// The statistics are per channel, so a CHWB map is normalised as the one image
+    /// `[1, C, H·W·B, 1]` (same values; the batch count `n` is the same `B·H·W`).
+    fn forward_map_then(
+        &self,
+        x: FeatureMap,
+        residual: Option<FeatureMap>,
+        relu: bool,
+    ) -> FeatureMap {
+        let layout = x.layout();
+        let (t, shape) = x.as_one_image();
+        let activation = match (residual, relu) {
+            (Some(r), _) => Activation::AddRelu(Box::new(r.into_layout(layout).as_one_image().0)),
+            (None, true) => Activation::Relu,
+            (None, false) => Activation::Identity,
+        };
+        FeatureMap::from_one_image(self.forward_then(t, activation), shape)
     }
 
     /// [`forward`](Self::forward) followed by `activation`.

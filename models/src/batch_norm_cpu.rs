@@ -39,9 +39,15 @@ fn dims_of(shape: &[usize]) -> Dims {
     (shape[0], shape[1], shape[2] * shape[3])
 }
 
-/// The planes of channel `c`: `x[b, c, :, :]` for every `b`.
+/// Longest run summed in f32 before the sums go to f64: a CHWB feature map is normalised as
+/// one image with a single plane of `H·W·B` values per channel (`crate::feature_map`), whose
+/// f32 partial sums would otherwise add up over 10⁵ terms each.
+const SUM_CHUNK: usize = 4096;
+
+/// The planes of channel `c`, `x[b, c, :, :]` for every `b`, in pieces of at most
+/// [`SUM_CHUNK`] values.
 fn planes(x: &[f32], (b, c, hw): Dims, ch: usize) -> impl Iterator<Item = &[f32]> {
-    (0..b).map(move |i| &x[(i * c + ch) * hw..][..hw])
+    (0..b).flat_map(move |i| x[(i * c + ch) * hw..][..hw].chunks(SUM_CHUNK))
 }
 
 /// Independent partial sums of the plane reductions below: the compiler keeps them in SIMD

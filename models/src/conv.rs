@@ -20,9 +20,12 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
 use crate::conv_gemm::dense_conv2d;
+use crate::feature_map::{FeatureMap, MapLayout};
 use crate::sparseprop::conv::Conv2dGeometry;
 use crate::sparseprop::layout::{LayoutError, SparsePattern};
-use crate::sparseprop::ops::{SparseWeight, sparse_conv2d};
+use crate::sparseprop::ops::{
+    SparseWeight, is_sparse_cpu_device, sparse_conv2d, sparse_conv2d_chwb,
+};
 use crate::sparseprop::select::{Execution, decide_conv2d};
 
 /// Configuration of a [`PrunableConv2d`].
@@ -153,26 +156,73 @@ impl PrunableConv2d {
         self.pattern.is_some() && self.execution != Execution::Dense
     }
 
+    /// Whether a forward on an input of logical size `[B, IC, H, W]` on `device` runs the
+    /// SparseProp kernels: `Execution::Sparse` always, `Execution::Auto` when a one-time timing
+    /// for the shape says it pays (see [`decide_conv2d`]), never without a pattern. Non-CPU
+    /// devices run the dense masked path whatever this says.
+    pub fn runs_sparse(&self, dims: [usize; 4], device: &Device) -> bool {
+        let Some(pattern) = &self.pattern else {
+            return false;
+        };
+        match self.execution {
+            Execution::Dense => false,
+            Execution::Sparse => true,
+            Execution::Auto => {
+                let [b, _, h, w] = dims;
+                decide_conv2d(pattern, &self.geometry(), (b, h, w), device).sparse
+            }
+        }
+    }
+
+    /// The layout this layer's forward works in for an input of logical size `dims` on
+    /// `device`: CHWB where the SparseProp CPU kernels run, NCHW otherwise.
+    pub fn preferred_layout(&self, dims: [usize; 4], device: &Device) -> MapLayout {
+        if is_sparse_cpu_device(device) && self.runs_sparse(dims, device) {
+            MapLayout::Chwb
+        } else {
+            MapLayout::Nchw
+        }
+    }
+
+    /// The sparse weight gathered from the dense parameter (differentiably), if there is a
+    /// pattern.
+    fn sparse_weight(&self) -> Option<SparseWeight> {
+        let pattern = self.pattern.as_ref()?;
+        let [oc, ic, k, _] = self.weight.val().dims();
+        let flat = self.weight.val().reshape([oc, ic * k * k]);
+        Some(SparseWeight::gather_from_dense(flat, pattern.clone()))
+    }
+
     /// Applies the layer to `x: [B, IC, H, W]`, giving `[B, OC, OH, OW]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let bias = self.bias.as_ref().map(|b| b.val());
-        if let Some(pattern) = &self.pattern {
-            let geom = self.geometry();
-            let sparse = match self.execution {
-                Execution::Dense => false,
-                Execution::Sparse => true,
-                Execution::Auto => {
-                    let [b, _, h, w] = x.dims();
-                    decide_conv2d(pattern, &geom, (b, h, w), &x.device()).sparse
-                }
-            };
-            if sparse {
-                let [oc, ic, k, _] = self.weight.val().dims();
-                let flat = self.weight.val().reshape([oc, ic * k * k]);
-                let weight = SparseWeight::gather_from_dense(flat, pattern.clone());
-                return sparse_conv2d(x, &weight, bias, &geom);
-            }
+        if self.runs_sparse(x.dims(), &x.device())
+            && let Some(weight) = self.sparse_weight()
+        {
+            return sparse_conv2d(x, &weight, bias, &self.geometry());
         }
         dense_conv2d(x, self.weight.val(), bias, &self.geometry())
+    }
+
+    /// Applies the layer to a feature map in either layout. Where the SparseProp CPU kernels
+    /// run, the map is taken to (and the output given in) CHWB, so consecutive sparse layers
+    /// never change the layout; the dense path takes and gives NCHW.
+    pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
+        let device = match &x {
+            FeatureMap::Nchw(t) | FeatureMap::Chwb(t) => t.device(),
+        };
+        match self.preferred_layout(x.dims(), &device) {
+            MapLayout::Chwb => {
+                let weight = self.sparse_weight().expect("a sparse layer has a pattern");
+                let bias = self.bias.as_ref().map(|b| b.val());
+                FeatureMap::Chwb(sparse_conv2d_chwb(
+                    x.into_chwb(),
+                    &weight,
+                    bias,
+                    &self.geometry(),
+                ))
+            }
+            MapLayout::Nchw => FeatureMap::Nchw(self.forward(x.into_nchw())),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod compressed;
 pub mod conv;
 pub mod conv_gemm;
 pub mod dropout;
+pub mod feature_map;
 pub mod layer_norm;
 pub mod linear;
 pub mod linear_gemm;

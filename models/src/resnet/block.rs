@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use crate::conv::{PrunableConv2d, PrunableConv2dConfig};
+use crate::feature_map::FeatureMap;
 
 /// A residual block. Field names equal the PyTorch state-dict names:
 ///
@@ -148,25 +149,37 @@ impl Block {
 
     /// Applies the block to `x: [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_map(x.into()).into_nchw()
+    }
+
+    /// Applies the block to a feature map in either layout. The input is brought once to the
+    /// layout `conv1` works in (it feeds the shortcut too); each conv then takes its own, so
+    /// a block of sparse convs runs CHWB from end to end (see [`crate::feature_map`]).
+    pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
         // bn → relu and the last bn → + shortcut → relu run as fused batch-norm ops (one pass
         // each way instead of three; same values and gradients as the separate ops).
-        let out = self.bn1.forward_relu(self.conv1.forward(x.clone()));
+        let device = match &x {
+            FeatureMap::Nchw(t) | FeatureMap::Chwb(t) => t.device(),
+        };
+        let layout = self.conv1.preferred_layout(x.dims(), &device);
+        let x = x.into_layout(layout);
+        let out = self.bn1.forward_relu_map(self.conv1.forward_map(x.clone()));
         let (last_bn, pre) = match (&self.conv3, &self.bn3) {
             (Some(conv3), Some(bn3)) => {
-                let out = self.bn2.forward_relu(self.conv2.forward(out));
-                (bn3, conv3.forward(out))
+                let out = self.bn2.forward_relu_map(self.conv2.forward_map(out));
+                (bn3, conv3.forward_map(out))
             }
-            _ => (&self.bn2, self.conv2.forward(out)),
+            _ => (&self.bn2, self.conv2.forward_map(out)),
         };
         let identity = if let Some((conv, bn)) = self.shortcut.as_ref().or(self.downsample.as_ref())
         {
-            bn.forward(conv.forward(x))
+            bn.forward_map(conv.forward_map(x))
         } else if let Some(pad) = self.pad_channels {
             option_a(x, pad)
         } else {
             x
         };
-        last_bn.forward_add_relu(pre, identity)
+        last_bn.forward_add_relu_map(pre, identity)
     }
 
     /// Every batch norm of the block with its name relative to the block.
@@ -230,31 +243,57 @@ impl Block {
     }
 }
 
-/// CIFAR option-A shortcut: `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))`.
-fn option_a(x: Tensor<4>, pad: usize) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
+/// CIFAR option-A shortcut: `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))`, in the map's
+/// own layout.
+fn option_a(x: FeatureMap, pad: usize) -> FeatureMap {
+    match x {
+        FeatureMap::Nchw(t) => FeatureMap::Nchw(subsample_pad(t, [1, 2, 3], pad)),
+        FeatureMap::Chwb(t) => FeatureMap::Chwb(subsample_pad(t, [0, 1, 2], pad)),
+    }
+}
+
+/// Keeps every second entry (`::2`) of axes `h` and `w` of `x` and zero-pads axis `c` with
+/// `pad` entries on each side; `[c, h, w]` are the axes of the channels, rows and columns.
+fn subsample_pad(x: Tensor<4>, [c, h, w]: [usize; 3], pad: usize) -> Tensor<4> {
     let device = x.device();
     // `::2` keeps ceil(n / 2) entries: pad odd sides by one zero row/column, then keep the
     // first of every pair.
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    let x = if h % 2 == 1 {
-        Tensor::cat(vec![x, Tensor::zeros([b, c, 1, w], &device)], 2)
-    } else {
-        x
+    let pad_odd = |x: Tensor<4>, axis: usize| {
+        let mut dims = x.dims();
+        if dims[axis].is_multiple_of(2) {
+            return x;
+        }
+        dims[axis] = 1;
+        Tensor::cat(vec![x, Tensor::zeros(dims, &device)], axis)
     };
-    let x = if w % 2 == 1 {
-        Tensor::cat(vec![x, Tensor::zeros([b, c, 2 * h2, 1], &device)], 3)
-    } else {
-        x
-    };
+    let x = pad_odd(pad_odd(x, h), w);
+    let dims = x.dims();
+    // Split h and w into (n / 2, 2) pairs and keep the first of each.
+    let mut split = Vec::with_capacity(6);
+    for (axis, &n) in dims.iter().enumerate() {
+        if axis == h || axis == w {
+            split.extend([n / 2, 2]);
+        } else {
+            split.push(n);
+        }
+    }
+    let split: [usize; 6] = split.try_into().expect("4 axes, two of them split");
+    // Positions of the pair axes after the split: each split axis shifts the later ones.
+    let pair_h = h + 1 + usize::from(w < h);
+    let pair_w = w + 1 + usize::from(h < w);
+    let mut out = dims;
+    out[h] /= 2;
+    out[w] /= 2;
     let sub: Tensor<4> = x
-        .reshape([b, c, h2, 2, w2, 2])
-        .narrow(3, 0, 1)
-        .narrow(5, 0, 1)
-        .reshape([b, c, h2, w2]);
+        .reshape(split)
+        .narrow(pair_h, 0, 1)
+        .narrow(pair_w, 0, 1)
+        .reshape(out);
     if pad == 0 {
         return sub;
     }
-    let zeros = || Tensor::zeros([b, pad, h2, w2], &device);
-    Tensor::cat(vec![zeros(), sub, zeros()], 1)
+    let mut zeros = out;
+    zeros[c] = pad;
+    let zeros = || Tensor::zeros(zeros, &device);
+    Tensor::cat(vec![zeros(), sub, zeros()], c)
 }

@@ -10,6 +10,7 @@ use super::block::{Block, ShortcutKind};
 use super::config::{ResNetArch, ResNetConfig, Shortcut};
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig, BnMode};
 use crate::conv::{PrunableConv2d, PrunableConv2dConfig};
+use crate::feature_map::FeatureMap;
 use crate::linear::{PrunableLinear, PrunableLinearConfig};
 use crate::sparseprop::layout::LayoutError;
 use crate::sparseprop::select::Execution;
@@ -222,7 +223,8 @@ impl ResNet {
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
 
-    /// The pooled features before the classifier, `[B, C]`.
+    /// The pooled features before the classifier, `[B, C]`. The blocks pass
+    /// [`FeatureMap`]s, so runs of sparse convs stay in the SparseProp kernels' layout.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = self.bn1.forward_relu(self.conv1.forward(x));
         if !self.arch.is_cifar() {
@@ -233,13 +235,13 @@ impl ResNet {
                     .with_padding([1, 1]),
             );
         }
+        let mut x = FeatureMap::from(x);
         for stage in self.stages() {
             for block in stage {
-                x = block.forward(x);
+                x = block.forward_map(x);
             }
         }
-        let [b, c, _, _] = x.dims();
-        x.mean_dim(3).mean_dim(2).reshape([b, c])
+        x.mean_pool()
     }
 
     /// Logits `[B, num_classes]` of images `x: [B, 3, H, W]` (normalised as in training).

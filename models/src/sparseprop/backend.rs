@@ -23,6 +23,7 @@ use super::conv::{self, Conv2dGeometry};
 use super::layout::SparsePattern;
 use super::linear;
 use super::simd::Isa;
+use crate::feature_map::MapLayout;
 
 /// Sparse ops with fixed patterns; values are a 1-D float tensor in pattern (CSR) order.
 #[backend_extension(Autodiff, NdArray, Flex)]
@@ -42,12 +43,15 @@ pub trait SparsePropBackend: Backend {
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self>;
 
-    /// Conv2d of `x: [B, IC, H, W]` with the sparse `[OC, IC, K, K]` weight; `[B, OC, OH, OW]`.
+    /// Conv2d with the sparse `[OC, IC, K, K]` weight: `x: [B, IC, H, W]` → `[B, OC, OH, OW]`
+    /// for [`MapLayout::Nchw`], `x: [IC, H, W, B]` → `[OC, OH, OW, B]` (the kernels' own
+    /// order, no layout change either way) for [`MapLayout::Chwb`].
     fn sparseprop_conv2d(
         x: FloatTensor<Self>,
         values: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
         geom: Conv2dGeometry,
+        layout: MapLayout,
     ) -> FloatTensor<Self>;
 }
 
@@ -159,13 +163,13 @@ pub(crate) fn gather_forward<B: Backend>(
     write::<B>(v, vec![n], &device)
 }
 
-fn conv_dims(xs: &[usize]) -> (usize, usize, usize) {
-    assert_eq!(
-        xs.len(),
-        4,
-        "sparseprop_conv2d: input must be 4-D [B, C, H, W]"
-    );
-    (xs[0], xs[2], xs[3])
+/// `(B, H, W)` of a conv input of shape `xs` in `layout`.
+fn conv_dims(xs: &[usize], layout: MapLayout) -> (usize, usize, usize) {
+    assert_eq!(xs.len(), 4, "sparseprop_conv2d: input must be 4-D");
+    match layout {
+        MapLayout::Nchw => (xs[0], xs[2], xs[3]),
+        MapLayout::Chwb => (xs[3], xs[1], xs[2]),
+    }
 }
 
 /// The sparse conv2d forward on any CPU backend's primitives.
@@ -174,21 +178,32 @@ pub(crate) fn conv2d_forward<B: Backend>(
     values: FloatTensor<B>,
     pattern: &SparsePattern,
     geom: &Conv2dGeometry,
+    layout: MapLayout,
 ) -> FloatTensor<B> {
     let device = x.device();
     let xs = x.shape().as_slice().to_vec();
-    let (b, h, w) = conv_dims(&xs);
+    let (b, h, w) = conv_dims(&xs, layout);
     let (oh, ow) = geom
         .output_size(h, w)
         .expect("sparseprop_conv2d: kernel larger than the padded input");
     let y = crate::op_timing::time("SparseProp conv2d fwd", || {
         with_values::<B, _>(&x, |xv| {
             with_values::<B, _>(&values, |vv| {
-                conv::forward(pattern, vv, geom, xv, (b, h, w), Isa::detect())
+                let isa = Isa::detect();
+                match layout {
+                    MapLayout::Nchw => conv::forward(pattern, vv, geom, xv, (b, h, w), isa),
+                    MapLayout::Chwb => {
+                        conv::forward_channel_major(pattern, vv, geom, xv, (b, h, w), isa)
+                    }
+                }
             })
         })
     });
-    write::<B>(y, vec![b, geom.out_channels, oh, ow], &device)
+    let shape = match layout {
+        MapLayout::Nchw => vec![b, geom.out_channels, oh, ow],
+        MapLayout::Chwb => vec![geom.out_channels, oh, ow, b],
+    };
+    write::<B>(y, shape, &device)
 }
 
 /// The sparse conv2d backward on any CPU backend's primitives: `(dX, dvalues)`.
@@ -198,15 +213,22 @@ pub(crate) fn conv2d_backward<B: Backend>(
     grad: FloatTensor<B>,
     pattern: &SparsePattern,
     geom: &Conv2dGeometry,
+    layout: MapLayout,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = x.device();
     let xs = x.shape().as_slice().to_vec();
-    let dimsv = conv_dims(&xs);
+    let dimsv = conv_dims(&xs, layout);
     let (dx, dval) = crate::op_timing::time("SparseProp conv2d bwd", || {
         with_values::<B, _>(&x, |xv| {
             with_values::<B, _>(&values, |vv| {
                 with_values::<B, _>(&grad, |gv| {
-                    conv::backward(pattern, vv, geom, xv, gv, dimsv, Isa::detect())
+                    let isa = Isa::detect();
+                    match layout {
+                        MapLayout::Nchw => conv::backward(pattern, vv, geom, xv, gv, dimsv, isa),
+                        MapLayout::Chwb => {
+                            conv::backward_channel_major(pattern, vv, geom, xv, gv, dimsv, isa)
+                        }
+                    }
                 })
             })
         })
@@ -239,8 +261,9 @@ impl SparsePropBackend for Flex {
         values: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
         geom: Conv2dGeometry,
+        layout: MapLayout,
     ) -> FloatTensor<Self> {
-        conv2d_forward::<Self>(x, values, &pattern, &geom)
+        conv2d_forward::<Self>(x, values, &pattern, &geom, layout)
     }
 }
 
@@ -265,8 +288,9 @@ impl SparsePropBackend for NdArray {
         values: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
         geom: Conv2dGeometry,
+        layout: MapLayout,
     ) -> FloatTensor<Self> {
-        conv2d_forward::<Self>(x, values, &pattern, &geom)
+        conv2d_forward::<Self>(x, values, &pattern, &geom, layout)
     }
 }
 
@@ -322,13 +346,14 @@ impl<B: Backend> Backward<B, 2> for Conv2dBackward {
         FloatTensor<B>,
         Arc<SparsePattern>,
         Conv2dGeometry,
+        MapLayout,
     );
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _c: &mut Checkpointer) {
         let [node_x, node_v] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x, values, pattern, geom) = ops.state;
-        let (dx, dval) = conv2d_backward::<B>(x, values, grad, &pattern, &geom);
+        let (x, values, pattern, geom, layout) = ops.state;
+        let (dx, dval) = conv2d_backward::<B>(x, values, grad, &pattern, &geom, layout);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, dx);
         }
@@ -387,6 +412,7 @@ impl<B: SparsePropBackend, C: CheckpointStrategy> SparsePropBackend for Autodiff
         values: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
         geom: Conv2dGeometry,
+        layout: MapLayout,
     ) -> FloatTensor<Self> {
         match Conv2dBackward
             .prepare::<C>([x.node(), values.node()])
@@ -396,14 +422,16 @@ impl<B: SparsePropBackend, C: CheckpointStrategy> SparsePropBackend for Autodiff
             OpsKind::Tracked(prep) => {
                 let xp = x.primitive().clone();
                 let vp = values.primitive().clone();
-                let out = B::sparseprop_conv2d(xp.clone(), vp.clone(), pattern.clone(), geom);
-                prep.finish((xp, vp, pattern, geom), out)
+                let out =
+                    B::sparseprop_conv2d(xp.clone(), vp.clone(), pattern.clone(), geom, layout);
+                prep.finish((xp, vp, pattern, geom, layout), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::sparseprop_conv2d(
                 x.into_primitive(),
                 values.into_primitive(),
                 pattern,
                 geom,
+                layout,
             )),
         }
     }

@@ -27,5 +27,7 @@ pub mod transpose;
 pub use conv::Conv2dGeometry;
 pub use layers::{SparseConv2d, SparseLayerError, SparseLinear};
 pub use layout::{LayoutError, SparsePattern};
-pub use ops::{SparseWeight, is_sparse_cpu_device, sparse_conv2d, sparse_linear};
+pub use ops::{
+    SparseWeight, is_sparse_cpu_device, sparse_conv2d, sparse_conv2d_chwb, sparse_linear,
+};
 pub use select::{Decision, Execution};

@@ -15,6 +15,7 @@ use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use super::backend::SparsePropBackend;
 use super::conv::Conv2dGeometry;
 use super::layout::SparsePattern;
+use crate::feature_map::MapLayout;
 
 /// A sparse weight: fixed pattern plus a 1-D tensor of the non-zero values in pattern order.
 ///
@@ -147,6 +148,7 @@ pub fn sparse_conv2d(
             weight.values.clone().into_dispatch(),
             weight.pattern.clone(),
             *geom,
+            MapLayout::Nchw,
         ));
         match bias {
             Some(b) => y + b.reshape([1, geom.out_channels, 1, 1]),
@@ -163,5 +165,39 @@ pub fn sparse_conv2d(
             bias,
             ConvOptions::new([geom.stride; 2], [geom.padding; 2], [1, 1], 1),
         )
+    }
+}
+
+/// Sparse conv2d in the kernels' own channel-major order: `x: [IC, H, W, B]` → `[OC, OH, OW,
+/// B]` (see [`crate::feature_map`]), with no layout change on the CPU backends. Other devices
+/// run [`sparse_conv2d`] between two permutes.
+pub fn sparse_conv2d_chwb(
+    x: Tensor<4>,
+    weight: &SparseWeight,
+    bias: Option<Tensor<1>>,
+    geom: &Conv2dGeometry,
+) -> Tensor<4> {
+    let [c, h, w, _] = x.dims();
+    assert_eq!(
+        c, geom.in_channels,
+        "sparse_conv2d_chwb: input channels ≠ geometry"
+    );
+    assert!(
+        geom.output_size(h, w).is_some(),
+        "sparse_conv2d_chwb: kernel larger than the padded input"
+    );
+    if !is_sparse_cpu_device(&x.device()) {
+        return sparse_conv2d(x.permute([3, 0, 1, 2]), weight, bias, geom).permute([1, 2, 3, 0]);
+    }
+    let y = Tensor::<4>::from_dispatch(<Dispatch as SparsePropBackend>::sparseprop_conv2d(
+        x.into_dispatch(),
+        weight.values.clone().into_dispatch(),
+        weight.pattern.clone(),
+        *geom,
+        MapLayout::Chwb,
+    ));
+    match bias {
+        Some(b) => y + b.reshape([geom.out_channels, 1, 1, 1]),
+        None => y,
     }
 }

@@ -8,9 +8,10 @@
 //! written once, never zeroed first.
 //!
 //! The register path matters: the scalar tile writes each float with its own store, and a
-//! ResNet-20 step on SparseProp changes the layout of about 400 MB of activations (five
-//! changes per layer and step: input and output of the forward, input, output gradient and
-//! input gradient of the backward).
+//! sparse conv fed NCHW changes the layout five times per step (input and output of the
+//! forward, input, output gradient and input gradient of the backward). The ResNets avoid
+//! that by passing channel-major [`FeatureMap`](crate::feature_map::FeatureMap)s between
+//! sparse layers; the NCHW entry points still transpose.
 
 use std::mem::MaybeUninit;
 

@@ -286,3 +286,106 @@ fn prunable_layers_are_named_like_the_state_dict_and_switch_sparse() {
     model.set_dense();
     assert!(model.prunable_layer_names().iter().all(|(_, s)| !s));
 }
+
+/// Logits, input gradient and every parameter gradient (in module order) of one training
+/// step's loss `Σ logits · c` for a fixed `c`.
+fn train_step_grads(model: &ResNet, x: &Tensor<4>) -> Vec<(String, Vec<f32>)> {
+    use burn::module::Module;
+    let x = x.clone().require_grad();
+    let logits = model.forward(x.clone());
+    let [b, k] = logits.dims();
+    let c = det_value("loss", &[b, k, 1, 1]);
+    let c = Tensor::<2>::from_data(TensorData::new(c, [b, k]), &x.device());
+    let grads = (logits.clone() * c).sum().backward();
+    let mut out = vec![
+        ("logits".to_string(), values(logits)),
+        ("dx".to_string(), values(x.grad(&grads).unwrap())),
+    ];
+    let grads = burn::optim::GradientsParams::from_grads(grads, model);
+    let mut params = Vec::new();
+    model.visit(&mut ParamGrads {
+        grads: &grads,
+        out: &mut params,
+    });
+    out.extend(params);
+    out
+}
+
+/// Collects the gradient of every float parameter that has one.
+struct ParamGrads<'a> {
+    grads: &'a burn::optim::GradientsParams,
+    out: &'a mut Vec<(String, Vec<f32>)>,
+}
+
+impl burn::module::ModuleVisitor for ParamGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            self.out.push((format!("{:?}", param.id), values(g)));
+        }
+    }
+}
+
+#[test]
+fn sparse_blocks_in_channel_major_layout_train_like_the_dense_path() {
+    // Option A (parameter-free shortcut, subsampling and channel padding in either layout)
+    // and option B (1×1 projection convs); 13×13 images make the stride-2 stages odd-sized
+    // (13 → 7 → 4).
+    let device = Device::flex().autodiff();
+    for arch in ["resnet20", "resnet20b"] {
+        let config = ResNetConfig::parse(arch).unwrap();
+        let (mut model, _) = config
+            .init(&device)
+            .load_checkpoint(&det_checkpoint(&config), ClassifierInit::Load)
+            .unwrap();
+        model.set_bn_mode(BnMode::Train);
+        // Parameter key → (layer name, mask) of every conv weight.
+        let mut masks = BTreeMap::new();
+        for (name, layer) in model.prunable_layers_mut() {
+            if let PrunableLayerMut::Conv(conv) = layer {
+                let dims = conv.weight.dims();
+                let n: usize = dims.iter().product();
+                let mask: Vec<f32> = (0..n).map(|i| f32::from((i * 7) % 3 != 0)).collect();
+                masks.insert(format!("{:?}", conv.weight.id), (name, mask.clone()));
+                let mask = Tensor::<4>::from_data(TensorData::new(mask, dims), &device);
+                // Detached: every step below starts its own graph at the parameters.
+                conv.weight = conv
+                    .weight
+                    .clone()
+                    .map(|w| (w * mask).detach().require_grad());
+            }
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(det_value("images", &[4, 3, 13, 13]), [4, 3, 13, 13]),
+            &device,
+        );
+        let dense = train_step_grads(&model, &x);
+        // Every conv sparse (one layout change at the first block), then only stage 2 (layout
+        // changes into and out of it, the shortcut of layer2.0 changes with its input).
+        type Select = fn(&str) -> bool;
+        let selections: [(&str, Select); 2] = [
+            ("all convs", |n| n != "linear" && n != "conv1"),
+            ("stage 2 only", |n| n.starts_with("layer2.")),
+        ];
+        for (what, select) in selections {
+            model.set_sparse_where(select, Execution::Sparse).unwrap();
+            let sparse = train_step_grads(&model, &x);
+            assert_eq!(sparse.len(), dense.len(), "{arch} {what}: gradient count");
+            for ((key, got), (_, want)) in sparse.iter().zip(&dense) {
+                // A sparse layer's weight gradient is the dense one on its pattern, 0 off it.
+                let (name, want) = match masks.get(key) {
+                    Some((name, mask)) if select(name) => (
+                        name.as_str(),
+                        want.iter().zip(mask).map(|(g, m)| g * m).collect(),
+                    ),
+                    Some((name, _)) => (name.as_str(), want.clone()),
+                    None => (key.as_str(), want.clone()),
+                };
+                // f32 through twenty training-mode batch norms (whose backward divides by
+                // small batch deviations): 2e-4 relative to the largest entry.
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                assert_abs(&format!("{arch} {what}: {name}"), got, &want, 2e-4 * scale);
+            }
+            model.set_dense();
+        }
+    }
+}
