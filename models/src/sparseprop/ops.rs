@@ -125,6 +125,39 @@ pub fn sparse_linear<const D: usize>(
     y2.reshape(out)
 }
 
+/// Checks an input's channels `c` and spatial size `(h, w)` against `geom` (`what` names the
+/// entry point in the panic message).
+fn check_conv_input(what: &str, (c, h, w): (usize, usize, usize), geom: &Conv2dGeometry) {
+    assert_eq!(c, geom.in_channels, "{what}: input channels ≠ geometry");
+    assert!(
+        geom.output_size(h, w).is_some(),
+        "{what}: kernel larger than the padded input"
+    );
+}
+
+/// The CPU kernels' conv2d of `x` in `layout`, plus the bias on the output's channel axis.
+fn cpu_conv2d(
+    x: Tensor<4>,
+    weight: &SparseWeight,
+    bias: Option<Tensor<1>>,
+    geom: &Conv2dGeometry,
+    layout: MapLayout,
+) -> Tensor<4> {
+    let y = Tensor::<4>::from_dispatch(<Dispatch as SparsePropBackend>::sparseprop_conv2d(
+        x.into_dispatch(),
+        weight.values.clone().into_dispatch(),
+        weight.pattern.clone(),
+        *geom,
+        layout,
+    ));
+    let oc = geom.out_channels;
+    match (bias, layout) {
+        (Some(b), MapLayout::Nchw) => y + b.reshape([1, oc, 1, 1]),
+        (Some(b), MapLayout::Chwb) => y + b.reshape([oc, 1, 1, 1]),
+        (None, _) => y,
+    }
+}
+
 /// Sparse conv2d of `x: [B, IC, H, W]` with `weight` over `[OC, IC·K·K]` and `geom`;
 /// returns `[B, OC, OH, OW]`.
 pub fn sparse_conv2d(
@@ -134,26 +167,9 @@ pub fn sparse_conv2d(
     geom: &Conv2dGeometry,
 ) -> Tensor<4> {
     let [_, c, h, w] = x.dims();
-    assert_eq!(
-        c, geom.in_channels,
-        "sparse_conv2d: input channels ≠ geometry"
-    );
-    assert!(
-        geom.output_size(h, w).is_some(),
-        "sparse_conv2d: kernel larger than the padded input"
-    );
+    check_conv_input("sparse_conv2d", (c, h, w), geom);
     if is_sparse_cpu_device(&x.device()) {
-        let y = Tensor::<4>::from_dispatch(<Dispatch as SparsePropBackend>::sparseprop_conv2d(
-            x.into_dispatch(),
-            weight.values.clone().into_dispatch(),
-            weight.pattern.clone(),
-            *geom,
-            MapLayout::Nchw,
-        ));
-        match bias {
-            Some(b) => y + b.reshape([1, geom.out_channels, 1, 1]),
-            None => y,
-        }
+        cpu_conv2d(x, weight, bias, geom, MapLayout::Nchw)
     } else {
         let k = geom.kernel;
         let wd = weight
@@ -178,26 +194,9 @@ pub fn sparse_conv2d_chwb(
     geom: &Conv2dGeometry,
 ) -> Tensor<4> {
     let [c, h, w, _] = x.dims();
-    assert_eq!(
-        c, geom.in_channels,
-        "sparse_conv2d_chwb: input channels ≠ geometry"
-    );
-    assert!(
-        geom.output_size(h, w).is_some(),
-        "sparse_conv2d_chwb: kernel larger than the padded input"
-    );
+    check_conv_input("sparse_conv2d_chwb", (c, h, w), geom);
     if !is_sparse_cpu_device(&x.device()) {
         return sparse_conv2d(x.permute([3, 0, 1, 2]), weight, bias, geom).permute([1, 2, 3, 0]);
     }
-    let y = Tensor::<4>::from_dispatch(<Dispatch as SparsePropBackend>::sparseprop_conv2d(
-        x.into_dispatch(),
-        weight.values.clone().into_dispatch(),
-        weight.pattern.clone(),
-        *geom,
-        MapLayout::Chwb,
-    ));
-    match bias {
-        Some(b) => y + b.reshape([geom.out_channels, 1, 1, 1]),
-        None => y,
-    }
+    cpu_conv2d(x, weight, bias, geom, MapLayout::Chwb)
 }
