@@ -208,9 +208,7 @@ impl PrunableConv2d {
     /// run, the map is taken to (and the output given in) CHWB, so consecutive sparse layers
     /// never change the layout; the dense path takes and gives NCHW.
     pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
-        let device = match &x {
-            FeatureMap::Nchw(t) | FeatureMap::Chwb(t) => t.device(),
-        };
+        let device = x.device();
         match self.preferred_layout(x.dims(), &device) {
             MapLayout::Chwb => {
                 let weight = self.sparse_weight().expect("a sparse layer has a pattern");

@@ -15,7 +15,7 @@
 //! axes, so a batch norm over a CHWB map is the batch norm of the `[1, C, H·W·B, 1]` view (see
 //! [`FeatureMap::as_one_image`]).
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 /// The memory order of a [`FeatureMap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +41,13 @@ impl FeatureMap {
         match self {
             FeatureMap::Nchw(_) => MapLayout::Nchw,
             FeatureMap::Chwb(_) => MapLayout::Chwb,
+        }
+    }
+
+    /// The device of the tensor.
+    pub fn device(&self) -> Device {
+        match self {
+            FeatureMap::Nchw(t) | FeatureMap::Chwb(t) => t.device(),
         }
     }
 

@@ -158,9 +158,7 @@ impl Block {
     pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
         // bn → relu and the last bn → + shortcut → relu run as fused batch-norm ops (one pass
         // each way instead of three; same values and gradients as the separate ops).
-        let device = match &x {
-            FeatureMap::Nchw(t) | FeatureMap::Chwb(t) => t.device(),
-        };
+        let device = x.device();
         let layout = self.conv1.preferred_layout(x.dims(), &device);
         let x = x.into_layout(layout);
         let out = self.bn1.forward_relu_map(self.conv1.forward_map(x.clone()));
