@@ -40,8 +40,8 @@ fn dims_of(shape: &[usize]) -> Dims {
 }
 
 /// Longest run summed in f32 before the sums go to f64: a CHWB feature map is normalised as
-/// one image with a single plane of `H·W·B` values per channel (`crate::feature_map`), whose
-/// f32 partial sums would otherwise add up over 10⁵ terms each.
+/// one image with a single plane of `H·W·B` values per channel (`crate::feature_map`), and
+/// its f32 lane sums would otherwise each add thousands of terms (10⁵ values over 32 lanes).
 const SUM_CHUNK: usize = 4096;
 
 /// The planes of channel `c`, `x[b, c, :, :]` for every `b`, in pieces of at most

@@ -208,10 +208,9 @@ impl PrunableConv2d {
     /// run, the map is taken to (and the output given in) CHWB, so consecutive sparse layers
     /// never change the layout; the dense path takes and gives NCHW.
     pub fn forward_map(&self, x: FeatureMap) -> FeatureMap {
-        let device = x.device();
-        match self.preferred_layout(x.dims(), &device) {
-            MapLayout::Chwb => {
-                let weight = self.sparse_weight().expect("a sparse layer has a pattern");
+        let chwb = self.preferred_layout(x.dims(), &x.device()) == MapLayout::Chwb;
+        match chwb.then(|| self.sparse_weight()).flatten() {
+            Some(weight) => {
                 let bias = self.bias.as_ref().map(|b| b.val());
                 FeatureMap::Chwb(sparse_conv2d_chwb(
                     x.into_chwb(),
@@ -220,7 +219,7 @@ impl PrunableConv2d {
                     &self.geometry(),
                 ))
             }
-            MapLayout::Nchw => FeatureMap::Nchw(self.forward(x.into_nchw())),
+            _ => FeatureMap::Nchw(self.forward(x.into_nchw())),
         }
     }
 }

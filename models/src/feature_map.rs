@@ -114,15 +114,6 @@ impl FeatureMap {
         }
     }
 
-    /// Applies `f` to the tensor, keeping the layout (`f` must be element-wise or otherwise
-    /// layout-agnostic).
-    pub fn map(self, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Self {
-        match self {
-            FeatureMap::Nchw(t) => FeatureMap::Nchw(f(t)),
-            FeatureMap::Chwb(t) => FeatureMap::Chwb(f(t)),
-        }
-    }
-
     /// The per-image channel means `[B, C]` (global average pooling).
     pub fn mean_pool(self) -> Tensor<2> {
         let [b, c, _, _] = self.dims();
