@@ -1,6 +1,7 @@
 //! The dense conv2d of [`PrunableConv2d`](crate::conv::PrunableConv2d) on the CPU: im2col +
 //! GEMM for the forward, `dX` (GEMM + col2im) and `dW` (GEMM over the batch), as a burn
-//! backend extension with its own autodiff backward.
+//! backend extension with its own autodiff backward; 3×3 stride-1 pad-1 convs whose width
+//! suits the CPU's vectors run the direct kernels of [`conv3x3`] instead.
 //!
 //! burn's Flex conv2d runs its forward through a tiled NHWC im2col and its backward through
 //! the generic transposed-convolution defaults; on the small channel counts of CIFAR ResNets
@@ -27,6 +28,7 @@ use burn::tensor::ops::ConvOptions;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::conv3x3;
 use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::conv::Conv2dGeometry;
 use crate::sparseprop::ops::is_sparse_cpu_device;
@@ -279,6 +281,9 @@ fn split(batch: usize) -> (bool, Parallelism) {
 
 /// The forward: `y: [B, OC, OH, OW]` from `x: [B, IC, H, W]` and `w: [OC, IC, K, K]`.
 pub fn forward(d: &ConvDims, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if let Some(isa) = conv3x3::isa_for(d) {
+        return conv3x3::forward(isa, d, x, w);
+    }
     assert_eq!(x.len(), d.batch * d.image(), "conv2d: input length");
     assert_eq!(w.len(), d.c_out * d.cols(), "conv2d: weight length");
     let (ohw, cols) = (d.spatial(), d.cols());
@@ -315,6 +320,9 @@ pub fn forward(d: &ConvDims, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// The input gradient `dX: [B, IC, H, W]` from `w` and `dy: [B, OC, OH, OW]`.
 pub fn input_grad(d: &ConvDims, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some(isa) = conv3x3::isa_for(d) {
+        return conv3x3::input_grad(isa, d, w, dy);
+    }
     assert_eq!(
         dy.len(),
         d.batch * d.c_out * d.spatial(),
@@ -360,6 +368,9 @@ pub fn input_grad(d: &ConvDims, w: &[f32], dy: &[f32]) -> Vec<f32> {
 /// lies; the product `dy_b · col_bᵀ` made it gather `col_b` across rows, 2.7× slower on the
 /// 16-channel stage of a CIFAR ResNet.
 pub fn weight_grad(d: &ConvDims, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some(isa) = conv3x3::isa_for(d) {
+        return conv3x3::weight_grad(isa, d, x, dy);
+    }
     assert_eq!(x.len(), d.batch * d.image(), "conv2d: input length");
     assert_eq!(
         dy.len(),
@@ -437,6 +448,28 @@ fn dims_of(x: &[usize], geom: &Conv2dGeometry) -> ConvDims {
     ConvDims::new(input, geom).expect("conv2d_gemm: kernel larger than the padded input")
 }
 
+/// One of the three products of a conv2d, for the op-timing names.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+impl Pass {
+    /// The op-timing name of this pass on the path that runs `d`.
+    fn label(self, d: &ConvDims) -> &'static str {
+        match (self, conv3x3::isa_for(d).is_some()) {
+            (Pass::Forward, true) => "conv2d fwd (direct 3×3)",
+            (Pass::Forward, false) => "conv2d fwd (im2col+GEMM)",
+            (Pass::InputGrad, true) => "conv2d dX (direct 3×3)",
+            (Pass::InputGrad, false) => "conv2d dX (GEMM+col2im)",
+            (Pass::WeightGrad, true) => "conv2d dW (direct 3×3)",
+            (Pass::WeightGrad, false) => "conv2d dW (im2col+GEMM)",
+        }
+    }
+}
+
 fn forward_on<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -446,7 +479,7 @@ fn forward_on<B: Backend>(
     let d = dims_of(x.shape().as_slice(), geom);
     let y = with_values::<B, _>(&x, |xv| {
         with_values::<B, _>(&weight, |wv| {
-            crate::op_timing::time("conv2d fwd (im2col+GEMM)", || forward(&d, xv, wv))
+            crate::op_timing::time(Pass::Forward.label(&d), || forward(&d, xv, wv))
         })
     });
     write::<B>(y, vec![d.batch, d.c_out, d.oh, d.ow], &device)
@@ -490,13 +523,13 @@ impl<B: Backend> Backward<B, 2> for ConvGemmBackward {
         with_values::<B, _>(&grad, |dy| {
             if let Some(node) = node_w {
                 let dw = with_values::<B, _>(&x, |xv| {
-                    crate::op_timing::time("conv2d dW (GEMM)", || weight_grad(&d, xv, dy))
+                    crate::op_timing::time(Pass::WeightGrad.label(&d), || weight_grad(&d, xv, dy))
                 });
                 grads.register::<B>(node.id, write::<B>(dw, ws, &device));
             }
             if let Some(node) = node_x {
                 let dx = with_values::<B, _>(&w, |wv| {
-                    crate::op_timing::time("conv2d dX (GEMM+col2im)", || input_grad(&d, wv, dy))
+                    crate::op_timing::time(Pass::InputGrad.label(&d), || input_grad(&d, wv, dy))
                 });
                 grads.register::<B>(node.id, write::<B>(dx, xs, &device));
             }

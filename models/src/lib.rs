@@ -16,6 +16,7 @@ pub mod batch_norm_cpu;
 pub mod bert;
 pub mod compressed;
 pub mod conv;
+pub mod conv3x3;
 pub mod conv_gemm;
 pub mod dropout;
 pub mod feature_map;

@@ -6,8 +6,10 @@
 //! without a gradient for the input.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use shears_models::conv_gemm::dense_conv2d;
+use shears_models::conv_gemm::{ConvDims, dense_conv2d};
+use shears_models::conv3x3;
 use shears_models::sparseprop::conv::Conv2dGeometry;
+use shears_models::sparseprop::simd::Isa;
 
 /// `(batch, c_in, c_out, h, w, k, stride, pad)`.
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
@@ -42,6 +44,10 @@ fn cases() -> Vec<Case> {
         (3, 1, 1, 1, 1, 3, 1, 1),   // one pixel
         (3, 2, 3, 32, 32, 3, 1, 1), // the CIFAR stage-1 geometry: 1024 positions
         (2, 3, 2, 64, 32, 3, 2, 1), // stride 2 onto 32×16 = 512 positions
+        // The direct 3×3 kernels (`conv3x3`) where the CPU has AVX2 (AVX-512 for widths of 16):
+        (5, 3, 16, 8, 8, 3, 1, 1), // the ResNet stem's 3 input channels, stage-3 width
+        (3, 5, 6, 16, 16, 3, 1, 1), // output channels not a multiple of the 4-channel tile
+        (1, 4, 9, 3, 24, 3, 1, 1), // batch 1, three vectors a row, 9 = 2·4 + 1 channels
     ];
     let mut r = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..12 {
@@ -191,4 +197,80 @@ fn without_autodiff_the_forward_alone_is_right() {
         &values(dense_conv2d(x, wt, None, &geometry(c))),
         &y_ref,
     );
+}
+
+/// The direct kernels on every instruction set this CPU runs (the portable one included,
+/// which `dense_conv2d` never picks), over widths that fit each vector length, batches that
+/// split into several L2 groups per worker, and channel counts off the register tiles.
+#[test]
+fn direct_3x3_kernels_equal_a_direct_convolution_on_every_instruction_set() {
+    let cases: [Case; 5] = [
+        (2, 3, 16, 8, 8, 3, 1, 1),
+        (3, 5, 6, 16, 16, 3, 1, 1),
+        (1, 1, 1, 1, 32, 3, 1, 1),
+        (2, 7, 5, 4, 48, 3, 1, 1),
+        // 139 KB a padded image: groups of 3 images, 20 images a worker → a short last group.
+        (40, 16, 16, 32, 32, 3, 1, 1),
+    ];
+    let mut ran = 0;
+    for isa in [Isa::Portable, Isa::Avx2Fma, Isa::Avx512] {
+        if !isa.supported() {
+            continue;
+        }
+        let lanes = if isa == Isa::Avx512 { 16 } else { 8 };
+        for (i, &c) in cases.iter().enumerate() {
+            let (n, ci, co, h, w, ..) = c;
+            if w % lanes != 0 {
+                continue;
+            }
+            let mut r = Rng(1000 + i as u64);
+            let (xv, wv) = (r.vec(n * ci * h * w), r.vec(co * ci * 9));
+            let gv = r.vec(n * co * h * w);
+            let [y, dx, dw, _] = reference(c, &xv, &wv, &vec![0.0; co], &gv);
+            let d = ConvDims::new([n, ci, h, w], &geometry(c)).unwrap();
+            let tag = format!("{isa:?}");
+            close(
+                &format!("{tag} y"),
+                c,
+                &conv3x3::forward(isa, &d, &xv, &wv),
+                &y,
+            );
+            close(
+                &format!("{tag} dX"),
+                c,
+                &conv3x3::input_grad(isa, &d, &wv, &gv),
+                &dx,
+            );
+            close(
+                &format!("{tag} dW"),
+                c,
+                &conv3x3::weight_grad(isa, &d, &xv, &gv),
+                &dw,
+            );
+            ran += 1;
+        }
+    }
+    assert!(
+        ran >= 4,
+        "the portable kernels alone run four cases; ran {ran}"
+    );
+}
+
+/// `dense_conv2d` runs the CIFAR ResNet's stride-1 3×3 convs on the direct kernels where the
+/// CPU has AVX2, and everything else on im2col + GEMM.
+#[test]
+fn the_direct_kernels_take_the_stride_one_3x3_convs_of_a_cifar_resnet() {
+    let dims = |c: Case| ConvDims::new([c.0, c.1, c.3, c.4], &geometry(c)).unwrap();
+    let avx2 = Isa::detect() >= Isa::Avx2Fma;
+    for side in [32, 16, 8] {
+        let c: Case = (128, 16, 16, side, side, 3, 1, 1);
+        assert_eq!(conv3x3::isa_for(&dims(c)).is_some(), avx2, "{c:?}");
+    }
+    for c in [
+        (128, 16, 32, 32, 32, 3, 2, 1), // the stride-2 conv opening a stage
+        (128, 16, 32, 32, 32, 1, 2, 0), // the 1×1 downsample of option B
+        (2, 3, 4, 12, 12, 3, 1, 1),     // a width that is not a multiple of 8
+    ] {
+        assert_eq!(conv3x3::isa_for(&dims(c)), None, "{c:?}");
+    }
 }
