@@ -8,9 +8,10 @@
 //! step. Here each image is copied once into zero-bordered planes `[C, H+2, W+2]` and the
 //! kernels read the nine taps straight from them:
 //!
-//! - **forward** `y[o, p] = Σ_c Σ_t w[o, c, t] · x̂[c, p + off(t)]`: a register tile of 4
-//!   output channels × 3 vectors of output pixels (12 accumulators), each tap one vector
-//!   load per pixel vector and one broadcast weight per channel (12 FMAs per 7 loads);
+//! - **forward** `y[o, p] = Σ_c Σ_t w[o, c, t] · x̂[c, p + off(t)]`: a register tile of 2
+//!   output channels × 6 vectors of output pixels (12 accumulators), each tap one vector
+//!   load per pixel vector and one broadcast weight per channel (12 FMAs per 8 loads),
+//!   over groups of images stored channel-major so a tile's taps stay in L1/L2;
 //! - **dX** is the same convolution of the zero-bordered `dY` with the weights transposed
 //!   (`[IC, OC]`) and flipped (`t → 8 − t`);
 //! - **dW** `dW[o, c, t] = Σ_b Σ_p dy[b, o, p] · x̂[b, c, p + off(t)]`: a tile of 4 output
