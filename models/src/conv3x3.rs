@@ -223,7 +223,6 @@ multiversion!(fn forward_group_mv => forward_group(
 
 /// `out: [B, cout, H, W]` = the 3×3 convolution of `x: [B, cin, H, W]` (zero border of 1)
 /// with the packed weights; groups of images that fit in L2, in parallel.
-#[allow(clippy::too_many_arguments)]
 fn convolve(
     isa: Isa,
     p: &Planes,
