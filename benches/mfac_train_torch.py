@@ -18,7 +18,9 @@ F = damp*I + (1/m) sum_i g_i g_i^T; theta <- theta - lr*u), written here with th
 identity F^-1 x = (x - G^T (m*damp*I + G G^T)^-1 G x) / damp, the m x m system in float64 —
 an independent formulation of what shears computes with the dynamic recursion.
 What differs from shears: the initialisation (Kaiming normal, the reference repository's
-choice), the data order and the augmentation's random draws.
+choice), the data order and the augmentation's random draws, and M-FAC's weight decay, which
+the reference (and this script) adds to every parameter while shears skips `no_decay`
+(by default the one-dimensional ones: batch-norm scales and biases).
 
 Usage (needs `pip install torch numpy`; the data from `scripts/fetch-assets.sh`):
 
