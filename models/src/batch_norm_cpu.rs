@@ -28,6 +28,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
+use crate::output;
 use crate::sparseprop::backend::{read, with_values, write};
 use crate::sparseprop::ops::is_sparse_cpu_device;
 
@@ -179,15 +180,16 @@ pub fn normalize(
         assert_eq!(r.len(), x.len(), "batch norm: residual length");
     }
     let inv = inv_std(stats, c, eps);
-    let mut y = vec![0.0f32; x.len()];
     if hw == 0 {
-        return y;
+        return Vec::new();
     }
     let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(i, (yp, xp))| {
+    output::build(
+        x.len(),
+        hw,
+        || (),
+        |_, i, yp| {
+            let xp = &x[i * hw..][..hw];
             let ch = i % c;
             let scale = gamma[ch] * inv[ch];
             let shift = beta[ch] - stats[ch] * scale;
@@ -199,8 +201,8 @@ pub fn normalize(
                     .zip(&r[i * hw..][..hw])
                     .for_each(|((o, &v), &s)| *o = relu((v * scale + shift) + s)),
             }
-        });
-    y
+        },
+    )
 }
 
 /// Gradients of [`normalize`] (no epilogue) with the statistics taken as functions of `x` (as
@@ -235,15 +237,18 @@ pub fn normalize_relu_backward(
 /// this is the residual's gradient and the one the normalisation receives).
 pub fn relu_backward(dy: &[f32], y: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), y.len(), "relu: Y length");
-    let mut out = vec![0.0f32; dy.len()];
-    out.par_chunks_mut(4096)
-        .zip(dy.par_chunks(4096).zip(y.par_chunks(4096)))
-        .for_each(|(o, (g, y))| {
+    const CHUNK: usize = 4096;
+    output::build(
+        dy.len(),
+        CHUNK,
+        || (),
+        |_, i, o| {
+            let (g, y) = (&dy[i * CHUNK..][..o.len()], &y[i * CHUNK..][..o.len()]);
             for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
                 *o = through_relu::<true>(g, y);
             }
-        });
-    out
+        },
+    )
 }
 
 fn normalize_backward_masked<const RELU: bool>(
@@ -280,14 +285,15 @@ fn normalize_backward_masked<const RELU: bool>(
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1).collect();
     let n = (b * hw) as f32;
-    let mut dx = vec![0.0f32; x.len()];
     if hw == 0 {
-        return (dx, dgamma, dbeta);
+        return (Vec::new(), dgamma, dbeta);
     }
-    dx.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
-        .enumerate()
-        .for_each(|(i, (dp, (xp, gp)))| {
+    let dx = output::build(
+        x.len(),
+        hw,
+        || (),
+        |_, i, dp| {
+            let (xp, gp) = (&x[i * hw..][..hw], &dy[i * hw..][..hw]);
             let ch = i % c;
             let (m, s) = (stats[ch], inv[ch]);
             let k = gamma[ch] * s;
@@ -297,7 +303,8 @@ fn normalize_backward_masked<const RELU: bool>(
                 let g = through_relu::<RELU>(g, yv);
                 *o = k * (g - mg - (v - m) * s * mgx);
             }
-        });
+        },
+    );
     (dx, dgamma, dbeta)
 }
 

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 
 use crate::conv_gemm::ConvDims;
 use crate::multiversion;
+use crate::output;
 use crate::sparseprop::simd::{Isa, Simd};
 
 /// Output channels of the forward register tile.
@@ -233,9 +234,8 @@ fn convolve(
     wpk: &[f32],
 ) -> Vec<f32> {
     let (plane, bordered) = (p.plane(), p.bordered());
-    let mut y = vec![0.0f32; batch * cout * plane];
-    if y.is_empty() || cin == 0 {
-        return y;
+    if cin == 0 {
+        return output::zeroed(batch * cout * plane);
     }
     let group = (FWD_GROUP_BYTES / (cin * bordered * std::mem::size_of::<f32>()))
         .clamp(1, batch.div_ceil(rayon::current_num_threads()));
@@ -250,23 +250,23 @@ fn convolve(
     let offs: Vec<usize> = (0..cin * 9)
         .map(|ct| (ct / 9) * group * bordered + (ct % 9 / 3) * p.wp() + ct % 3)
         .collect();
-    y.par_chunks_mut(group * cout * plane)
-        .zip(x.par_chunks(group * cin * plane))
-        .for_each_init(
-            || vec![0.0f32; cin * group * bordered],
-            |xb, (yg, xg)| {
-                let images = xg.len() / (cin * plane);
-                for (b, x_b) in xg.chunks_exact(cin * plane).enumerate() {
-                    for (c, src) in x_b.chunks_exact(plane).enumerate() {
-                        p.border(src, &mut xb[(c * group + b) * bordered..][..bordered]);
-                    }
+    output::build(
+        batch * cout * plane,
+        (group * cout * plane).max(1),
+        || vec![0.0f32; cin * group * bordered],
+        |xb, i, yg| {
+            let xg = &x[i * group * cin * plane..][..yg.len() / cout * cin];
+            let images = xg.len() / (cin * plane);
+            for (b, x_b) in xg.chunks_exact(cin * plane).enumerate() {
+                for (c, src) in x_b.chunks_exact(plane).enumerate() {
+                    p.border(src, &mut xb[(c * group + b) * bordered..][..bordered]);
                 }
-                let n = images * nvec;
-                let (t, o) = (&group_taps[..n], &group_out[..n]);
-                forward_group_mv(isa, xb, wpk, t, o, &offs, plane, cout, yg);
-            },
-        );
-    y
+            }
+            let n = images * nvec;
+            let (t, o) = (&group_taps[..n], &group_out[..n]);
+            forward_group_mv(isa, xb, wpk, t, o, &offs, plane, cout, yg);
+        },
+    )
 }
 
 /// The forward `y: [B, OC, H, W]` of `x: [B, IC, H, W]` with `w: [OC, IC, 3, 3]`, on the

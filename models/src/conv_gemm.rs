@@ -29,6 +29,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::conv3x3;
+use crate::output;
 use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::conv::Conv2dGeometry;
 use crate::sparseprop::ops::is_sparse_cpu_device;
@@ -287,7 +288,7 @@ pub fn forward(d: &ConvDims, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), d.batch * d.image(), "conv2d: input length");
     assert_eq!(w.len(), d.c_out * d.cols(), "conv2d: weight length");
     let (ohw, cols) = (d.spatial(), d.cols());
-    let mut y = vec![0.0f32; d.batch * d.c_out * ohw];
+    let mut y = output::zeroed(d.batch * d.c_out * ohw);
     if y.is_empty() {
         return y;
     }
@@ -330,7 +331,7 @@ pub fn input_grad(d: &ConvDims, w: &[f32], dy: &[f32]) -> Vec<f32> {
     );
     assert_eq!(w.len(), d.c_out * d.cols(), "conv2d: weight length");
     let (ohw, cols) = (d.spatial(), d.cols());
-    let mut dx = vec![0.0f32; d.batch * d.image()];
+    let mut dx = output::zeroed(d.batch * d.image());
     if dx.is_empty() {
         return dx;
     }

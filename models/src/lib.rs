@@ -24,6 +24,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod linear_gemm;
 pub mod op_timing;
+pub mod output;
 pub mod reduce;
 pub mod resnet;
 pub mod sparseprop;

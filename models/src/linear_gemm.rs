@@ -21,12 +21,13 @@ use burn::tensor::Tensor;
 use gemm::Parallelism;
 
 use crate::conv_gemm::{View, matmul};
+use crate::output;
 use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::ops::is_sparse_cpu_device;
 
 /// `y: [n, out] = x: [n, in] · wᵀ` for `w: [out, in]`.
 pub fn forward(n: usize, x: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; n * d_out];
+    let mut y = output::zeroed(n * d_out);
     matmul(
         (n, d_out, d_in),
         &mut y,
@@ -40,7 +41,7 @@ pub fn forward(n: usize, x: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec
 
 /// `dx: [n, in] = dy: [n, out] · w` for `w: [out, in]`.
 pub fn input_grad(n: usize, dy: &[f32], w: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
-    let mut dx = vec![0.0f32; n * d_in];
+    let mut dx = output::zeroed(n * d_in);
     matmul(
         (n, d_in, d_out),
         &mut dx,
@@ -54,7 +55,7 @@ pub fn input_grad(n: usize, dy: &[f32], w: &[f32], d_out: usize, d_in: usize) ->
 
 /// `dw: [out, in] = dyᵀ · x` for `dy: [n, out]`, `x: [n, in]`.
 pub fn weight_grad(n: usize, dy: &[f32], x: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
-    let mut dw = vec![0.0f32; d_out * d_in];
+    let mut dw = output::zeroed(d_out * d_in);
     matmul(
         (d_out, d_in, n),
         &mut dw,

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 use crate::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use crate::conv::{PrunableConv2d, PrunableConv2dConfig};
 use crate::feature_map::FeatureMap;
+use crate::resnet::option_a::option_a;
 
 /// A residual block. Field names equal the PyTorch state-dict names:
 ///
@@ -239,59 +240,4 @@ impl Block {
         }
         out
     }
-}
-
-/// CIFAR option-A shortcut: `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))`, in the map's
-/// own layout.
-fn option_a(x: FeatureMap, pad: usize) -> FeatureMap {
-    match x {
-        FeatureMap::Nchw(t) => FeatureMap::Nchw(subsample_pad(t, [1, 2, 3], pad)),
-        FeatureMap::Chwb(t) => FeatureMap::Chwb(subsample_pad(t, [0, 1, 2], pad)),
-    }
-}
-
-/// Keeps every second entry (`::2`) of axes `h` and `w` of `x` and zero-pads axis `c` with
-/// `pad` entries on each side; `[c, h, w]` are the axes of the channels, rows and columns.
-fn subsample_pad(x: Tensor<4>, [c, h, w]: [usize; 3], pad: usize) -> Tensor<4> {
-    let device = x.device();
-    // `::2` keeps ceil(n / 2) entries: pad odd sides by one zero row/column, then keep the
-    // first of every pair.
-    let pad_odd = |x: Tensor<4>, axis: usize| {
-        let mut dims = x.dims();
-        if dims[axis].is_multiple_of(2) {
-            return x;
-        }
-        dims[axis] = 1;
-        Tensor::cat(vec![x, Tensor::zeros(dims, &device)], axis)
-    };
-    let x = pad_odd(pad_odd(x, h), w);
-    let dims = x.dims();
-    // Split h and w into (n / 2, 2) pairs and keep the first of each.
-    let mut split = Vec::with_capacity(6);
-    for (axis, &n) in dims.iter().enumerate() {
-        if axis == h || axis == w {
-            split.extend([n / 2, 2]);
-        } else {
-            split.push(n);
-        }
-    }
-    let split: [usize; 6] = split.try_into().expect("4 axes, two of them split");
-    // Positions of the pair axes after the split: each split axis shifts the later ones.
-    let pair_h = h + 1 + usize::from(w < h);
-    let pair_w = w + 1 + usize::from(h < w);
-    let mut out = dims;
-    out[h] /= 2;
-    out[w] /= 2;
-    let sub: Tensor<4> = x
-        .reshape(split)
-        .narrow(pair_h, 0, 1)
-        .narrow(pair_w, 0, 1)
-        .reshape(out);
-    if pad == 0 {
-        return sub;
-    }
-    let mut zeros = out;
-    zeros[c] = pad;
-    let zeros = || Tensor::zeros(zeros, &device);
-    Tensor::cat(vec![zeros(), sub, zeros()], c)
 }

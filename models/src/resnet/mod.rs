@@ -28,6 +28,7 @@
 mod block;
 mod config;
 mod model;
+pub mod option_a;
 mod weights;
 
 pub use block::Block;

@@ -15,6 +15,7 @@ mod gelu;
 mod linear_gemm;
 mod prunable_conv;
 mod resnet_common;
+mod resnet_option_a;
 mod resnet_parity;
 mod resnet_weights;
 mod sparseprop_autodiff;

@@ -1,0 +1,107 @@
+//! Output buffers of the CPU kernels, allocated without a serial clear.
+//!
+//! `vec![0.0; n]` is a `calloc`. Once a training step has run, the allocator hands back
+//! reused heap blocks (the binary keeps freed buffers, see its `mallopt`), and glibc clears
+//! those with one `memset` on the calling thread while every worker of the pool waits: on a
+//! 2-core AVX2 EPYC that serial clear of conv and batch-norm outputs was ≈ 5 % of the samples
+//! of a ResNet-20 training step and twice that of its wall time. Here the clearing moves into
+//! the parallel workers: [`zeroed`] clears in parallel, [`build`] clears each chunk in the
+//! worker that fills it, just before it does, while the chunk is in its cache.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+/// Elements one worker clears at a time in [`zeroed`] (256 KiB).
+const CLEAR_CHUNK: usize = 1 << 16;
+
+/// Views initialised elements as floats.
+///
+/// # Safety
+/// Every element of `s` is initialised.
+unsafe fn assume_init(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller guarantees that
+    // every element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `n` zeros, cleared in parallel (for outputs a kernel accumulates into or writes through
+/// a GEMM whose own parallel split differs from any chunking here).
+pub fn zeroed(n: usize) -> Vec<f32> {
+    build(n, CLEAR_CHUNK, || (), |_, _, _| {})
+}
+
+/// `n` floats computed chunk by chunk in parallel: `f(state, i, chunk)` receives chunk `i`
+/// (elements `i·chunk ..`, the last one shorter), zeroed, and writes it; `init` makes one
+/// `state` per worker (scratch buffers), as in rayon's `for_each_init`.
+///
+/// # Panics
+/// If `chunk` is 0 while `n` is not.
+pub fn build<T, I, F>(n: usize, chunk: usize, init: I, f: F) -> Vec<f32>
+where
+    I: Fn() -> T + Sync + Send,
+    F: Fn(&mut T, usize, &mut [f32]) + Sync + Send,
+{
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    assert!(chunk > 0, "output: chunk of 0 elements");
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk)
+        .enumerate()
+        .for_each_init(init, |state, (i, c)| {
+            c.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was just initialised.
+            f(state, i, unsafe { assume_init(c) });
+        });
+    // SAFETY: the chunks cover the first `n` elements and every one was initialised (a panic
+    // in `f` propagates out of `for_each_init` before this line).
+    unsafe { out.set_len(n) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_is_all_zero_for_lengths_around_the_chunk() {
+        for n in [
+            0,
+            1,
+            CLEAR_CHUNK - 1,
+            CLEAR_CHUNK,
+            CLEAR_CHUNK + 1,
+            3 * CLEAR_CHUNK + 7,
+        ] {
+            let v = zeroed(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn build_hands_each_chunk_once_zeroed_with_its_index() {
+        // Chunk i is filled with i + 1 + its position in the chunk, after checking it arrives
+        // zeroed: the result is then known element by element.
+        let (n, chunk) = (1000, 64);
+        let v = build(
+            n,
+            chunk,
+            || 0usize,
+            |calls, i, c| {
+                *calls += 1;
+                assert!(c.iter().all(|&x| x == 0.0));
+                assert_eq!(c.len(), chunk.min(n - i * chunk));
+                for (k, x) in c.iter_mut().enumerate() {
+                    *x = (i + 1 + k) as f32;
+                }
+            },
+        );
+        assert_eq!(v.len(), n);
+        for (j, &x) in v.iter().enumerate() {
+            assert_eq!(x, (j / chunk + 1 + j % chunk) as f32, "element {j}");
+        }
+    }
+}
