@@ -33,7 +33,8 @@ use burn::backend::{
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use crate::sparseprop::backend::{read, write};
+use crate::output;
+use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::ops::is_sparse_cpu_device;
 use crate::sparseprop::simd::Isa;
 
@@ -225,11 +226,43 @@ pub trait ActivationBackend: Backend {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
+/// The GELU of `x` into a new buffer, chunk by chunk in parallel (the input is borrowed: the
+/// autodiff graph keeps it for the backward).
+fn gelu_of(x: &[f32]) -> Vec<f32> {
+    let isa = Isa::detect();
+    output::build(
+        x.len(),
+        CHUNK,
+        || (),
+        |_, i, y| {
+            y.copy_from_slice(&x[i * CHUNK..][..y.len()]);
+            with_isa!(isa, fn(y: &mut [f32]) { forward_chunk(y) })
+        },
+    )
+}
+
+/// `g · gelu′(x)` into a new buffer, chunk by chunk in parallel.
+fn gelu_backward_of(x: &[f32], g: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), g.len(), "gelu backward: lengths differ");
+    let isa = Isa::detect();
+    output::build(
+        g.len(),
+        CHUNK,
+        || (),
+        |_, i, d| {
+            let at = i * CHUNK;
+            d.copy_from_slice(&g[at..][..d.len()]);
+            let x = &x[at..][..d.len()];
+            with_isa!(isa, fn(x: &[f32], d: &mut [f32]) { backward_chunk(x, d) })
+        },
+    )
+}
+
 fn gelu_forward<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let device = x.device();
-    let (mut v, shape) = read::<B>(x);
-    crate::op_timing::time("GELU fwd", || gelu_slice(&mut v));
-    write::<B>(v, shape, &device)
+    let shape = x.shape().as_slice().to_vec();
+    let y = with_values::<B, _>(&x, |v| crate::op_timing::time("GELU fwd", || gelu_of(v)));
+    write::<B>(y, shape, &device)
 }
 
 impl ActivationBackend for Flex {
@@ -256,10 +289,13 @@ impl<B: Backend> Backward<B, 1> for GeluBackward {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
             let device = grad.device();
-            let (x, _) = read::<B>(ops.state);
-            let (mut g, shape) = read::<B>(grad);
-            crate::op_timing::time("GELU bwd", || gelu_backward_slice(&x, &mut g));
-            grads.register::<B>(node.id, write::<B>(g, shape, &device));
+            let shape = grad.shape().as_slice().to_vec();
+            let dx = with_values::<B, _>(&ops.state, |x| {
+                with_values::<B, _>(&grad, |g| {
+                    crate::op_timing::time("GELU bwd", || gelu_backward_of(x, g))
+                })
+            });
+            grads.register::<B>(node.id, write::<B>(dx, shape, &device));
         }
     }
 }

@@ -27,7 +27,8 @@ use burn::nn::Dropout;
 use burn::tensor::{Distribution, Tensor};
 use rayon::prelude::*;
 
-use crate::sparseprop::backend::{read, write};
+use crate::output;
+use crate::sparseprop::backend::{with_values, write};
 use crate::sparseprop::ops::is_sparse_cpu_device;
 use crate::sparseprop::simd::Isa;
 
@@ -91,6 +92,21 @@ impl DropMask {
             .for_each(|(c, chunk)| self.apply_chunk(isa, c * CHUNK, chunk));
     }
 
+    /// `v` with the mask applied, into a new buffer (chunk by chunk in parallel; the input is
+    /// borrowed, not copied first).
+    pub fn applied(&self, v: &[f32]) -> Vec<f32> {
+        let isa = Isa::detect();
+        output::build(
+            v.len(),
+            CHUNK,
+            || (),
+            |_, c, out| {
+                out.copy_from_slice(&v[c * CHUNK..][..out.len()]);
+                self.apply_chunk(isa, c * CHUNK, out);
+            },
+        )
+    }
+
     fn apply_chunk(&self, isa: Isa, offset: usize, v: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -138,9 +154,11 @@ pub trait DropoutBackend: Backend {
 
 fn masked<B: Backend>(x: FloatTensor<B>, mask: DropMask) -> FloatTensor<B> {
     let device = x.device();
-    let (mut v, shape) = read::<B>(x);
-    crate::op_timing::time("dropout", || mask.apply_slice(&mut v));
-    write::<B>(v, shape, &device)
+    let shape = x.shape().as_slice().to_vec();
+    let y = with_values::<B, _>(&x, |v| {
+        crate::op_timing::time("dropout", || mask.applied(v))
+    });
+    write::<B>(y, shape, &device)
 }
 
 impl DropoutBackend for Flex {

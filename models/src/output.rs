@@ -61,6 +61,40 @@ where
     out
 }
 
+/// [`build`] with a second parallel iterator zipped chunk for chunk (for example other
+/// buffers updated in place, split into the same chunks): `f(i, chunk, item)`.
+///
+/// # Panics
+/// If `chunk` is 0 while `n` is not, or `with` does not yield one item per chunk.
+pub fn build_zip<W, F>(n: usize, chunk: usize, with: W, f: F) -> Vec<f32>
+where
+    W: IndexedParallelIterator,
+    F: Fn(usize, &mut [f32], W::Item) + Sync + Send,
+{
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    assert!(chunk > 0, "output: chunk of 0 elements");
+    assert_eq!(
+        with.len(),
+        n.div_ceil(chunk),
+        "output: one zipped item per chunk"
+    );
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk)
+        .zip(with)
+        .enumerate()
+        .for_each(|(i, (c, item))| {
+            c.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element of `c` was just initialised.
+            f(i, unsafe { assume_init(c) }, item);
+        });
+    // SAFETY: as in `build` (the zip stops at the shorter side, and the lengths are equal).
+    unsafe { out.set_len(n) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +112,28 @@ mod tests {
             let v = zeroed(n);
             assert_eq!(v.len(), n);
             assert!(v.iter().all(|&x| x == 0.0), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn build_zip_pairs_chunk_i_with_item_i() {
+        // Item i of the zipped side is a slice of another buffer split into the same chunks:
+        // each output chunk becomes twice its partner, and the partner is negated in place.
+        let (n, chunk) = (1000, 96);
+        let mut other: Vec<f32> = (0..n).map(|j| j as f32).collect();
+        let v = build_zip(n, chunk, other.par_chunks_mut(chunk), |i, c, o| {
+            assert_eq!(c.len(), o.len(), "chunk {i}");
+            for (x, y) in c.iter_mut().zip(o.iter_mut()) {
+                *x = 2.0 * *y;
+                *y = -*y;
+            }
+        });
+        for j in 0..n {
+            assert_eq!(
+                (v[j], other[j]),
+                (2.0 * j as f32, -(j as f32)),
+                "element {j}"
+            );
         }
     }
 

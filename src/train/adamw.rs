@@ -14,6 +14,8 @@
 use burn::optim::{AdamW, AdamWConfig, AdamWState, LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
+use shears_models::output;
+use shears_models::sparseprop::backend::with_tensor_values;
 use shears_models::sparseprop::ops::is_sparse_cpu_device;
 
 /// Elements per parallel task.
@@ -96,25 +98,37 @@ impl Optimizer for FusedAdamW {
             return self.burn.step(lr, tensor, grad, state);
         }
         let shape = tensor.shape();
-        let mut w = values(tensor);
-        let g = values(grad);
         let (mut m1, mut m2, time) = match state {
             Some(s) => (
                 values(s.momentum.moment_1),
                 values(s.momentum.moment_2),
                 s.momentum.time + 1,
             ),
-            None => (vec![0.0; w.len()], vec![0.0; w.len()], 1),
+            None => (
+                output::zeroed(shape.num_elements()),
+                output::zeroed(shape.num_elements()),
+                1,
+            ),
         };
         let t = time as i32;
         let corrections = (1f32 - self.beta_1.powi(t), 1f32 - self.beta_2.powi(t));
         let betas = (self.beta_1, self.beta_2, self.epsilon);
         let lr = lr as f32;
-        w.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(m1.par_chunks_mut(CHUNK))
-            .zip(m2.par_chunks_mut(CHUNK))
-            .for_each(|(((w, g), m1), m2)| update(w, g, m1, m2, time == 1, betas, corrections, lr));
+        // The parameter and its gradient are read in place (they come from burn's ops, whose
+        // buffers do not convert to a `Vec` without a copy); the moments, which this optimizer
+        // wrote, are updated in their own buffers; the new parameter is a fresh buffer.
+        let w = with_tensor_values(&tensor, |w| {
+            with_tensor_values(&grad, |g| {
+                assert_eq!((w.len(), g.len()), (m1.len(), m1.len()), "AdamW: lengths");
+                let moments = m1.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK));
+                output::build_zip(w.len(), CHUNK, moments, |i, out, (m1, m2)| {
+                    let at = i * CHUNK;
+                    out.copy_from_slice(&w[at..][..out.len()]);
+                    let g = &g[at..][..out.len()];
+                    update(out, g, m1, m2, time == 1, betas, corrections, lr);
+                })
+            })
+        });
         let tensor =
             |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
         let mut momentum = burn::optim::AdaptiveMomentumState::new(time, tensor(m1), tensor(m2));

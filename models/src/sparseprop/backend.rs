@@ -91,6 +91,31 @@ pub(crate) fn with_values<B: Backend, R>(t: &FloatTensor<B>, f: impl FnOnce(&[f3
     f(&v)
 }
 
+/// Runs `f` on the values of a float tensor as f32: borrowed without a copy from a contiguous
+/// f32 tensor of the Flex backend (for element-wise passes over large tensors, such as an
+/// optimizer's over every parameter and gradient, that would otherwise copy each input on
+/// the calling thread first), read (copied, converted) otherwise.
+///
+/// # Panics
+/// If the tensor cannot be read as f32 (a quantized tensor).
+pub fn with_tensor_values<const D: usize, R>(
+    t: &burn::tensor::Tensor<D>,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    let dispatch = t.clone().into_dispatch();
+    if let burn::backend::DispatchTensorKind::Flex(burn::backend::BackendTensor::Float(flex)) =
+        &dispatch.kind
+        && let Some(v) = flex.as_slice::<f32>()
+    {
+        return f(v);
+    }
+    let v = t
+        .clone()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads as f32");
+    f(&v)
+}
+
 /// A CPU primitive of `shape` holding `v`.
 pub(crate) fn write<B: Backend>(
     v: Vec<f32>,
