@@ -230,14 +230,10 @@ pub trait ActivationBackend: Backend {
 /// autodiff graph keeps it for the backward).
 fn gelu_of(x: &[f32]) -> Vec<f32> {
     let isa = Isa::detect();
-    output::build(
-        x.len(),
+    output::map_copy(
+        x,
         CHUNK,
-        || (),
-        |_, i, y| {
-            y.copy_from_slice(&x[i * CHUNK..][..y.len()]);
-            with_isa!(isa, fn(y: &mut [f32]) { forward_chunk(y) })
-        },
+        |_, y| with_isa!(isa, fn(y: &mut [f32]) { forward_chunk(y) }),
     )
 }
 
@@ -245,17 +241,10 @@ fn gelu_of(x: &[f32]) -> Vec<f32> {
 fn gelu_backward_of(x: &[f32], g: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.len(), "gelu backward: lengths differ");
     let isa = Isa::detect();
-    output::build(
-        g.len(),
-        CHUNK,
-        || (),
-        |_, i, d| {
-            let at = i * CHUNK;
-            d.copy_from_slice(&g[at..][..d.len()]);
-            let x = &x[at..][..d.len()];
-            with_isa!(isa, fn(x: &[f32], d: &mut [f32]) { backward_chunk(x, d) })
-        },
-    )
+    output::map_copy(g, CHUNK, |at, d| {
+        let x = &x[at..][..d.len()];
+        with_isa!(isa, fn(x: &[f32], d: &mut [f32]) { backward_chunk(x, d) })
+    })
 }
 
 fn gelu_forward<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {

@@ -96,15 +96,7 @@ impl DropMask {
     /// borrowed, not copied first).
     pub fn applied(&self, v: &[f32]) -> Vec<f32> {
         let isa = Isa::detect();
-        output::build(
-            v.len(),
-            CHUNK,
-            || (),
-            |_, c, out| {
-                out.copy_from_slice(&v[c * CHUNK..][..out.len()]);
-                self.apply_chunk(isa, c * CHUNK, out);
-            },
-        )
+        output::map_copy(v, CHUNK, |at, out| self.apply_chunk(isa, at, out))
     }
 
     fn apply_chunk(&self, isa: Isa, offset: usize, v: &mut [f32]) {

@@ -6,7 +6,9 @@
 //! 2-core AVX2 EPYC that serial clear of conv and batch-norm outputs was ≈ 5 % of the samples
 //! of a ResNet-20 training step and twice that of its wall time. Here the clearing moves into
 //! the parallel workers: [`zeroed`] clears in parallel, [`build`] clears each chunk in the
-//! worker that fills it, just before it does, while the chunk is in its cache.
+//! worker that fills it, just before it does, while the chunk is in its cache, and
+//! [`map_copy`] copies a borrowed input chunk by chunk for kernels that work in place (burn's
+//! buffers are 16-byte aligned, so turning one into a `Vec<f32>` is itself a serial copy).
 
 use std::mem::MaybeUninit;
 
@@ -42,23 +44,31 @@ where
     I: Fn() -> T + Sync + Send,
     F: Fn(&mut T, usize, &mut [f32]) + Sync + Send,
 {
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
-    assert!(chunk > 0, "output: chunk of 0 elements");
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(chunk)
-        .enumerate()
-        .for_each_init(init, |state, (i, c)| {
-            c.fill(MaybeUninit::new(0.0));
-            // SAFETY: every element of `c` was just initialised.
-            f(state, i, unsafe { assume_init(c) });
-        });
-    // SAFETY: the chunks cover the first `n` elements and every one was initialised (a panic
-    // in `f` propagates out of `for_each_init` before this line).
-    unsafe { out.set_len(n) };
-    out
+    let chunks = rayon::iter::repeat_n((), n.div_ceil(chunk.max(1)));
+    fill(n, chunk, None, chunks, init, |state, i, c, ()| {
+        f(state, i, c)
+    })
+}
+
+/// A copy of `src` transformed in place, chunk by chunk in parallel: `f(offset, chunk)`
+/// receives the copy of `src[offset..][..chunk.len()]` (for element-wise ops whose kernels
+/// work in place on a borrowed input).
+///
+/// # Panics
+/// If `chunk` is 0 while `src` is not empty.
+pub fn map_copy<F>(src: &[f32], chunk: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let chunks = rayon::iter::repeat_n((), src.len().div_ceil(chunk.max(1)));
+    fill(
+        src.len(),
+        chunk,
+        Some(src),
+        chunks,
+        || (),
+        |_, i, c, ()| f(i * chunk, c),
+    )
 }
 
 /// [`build`] with a second parallel iterator zipped chunk for chunk (for example other
@@ -71,26 +81,52 @@ where
     W: IndexedParallelIterator,
     F: Fn(usize, &mut [f32], W::Item) + Sync + Send,
 {
+    fill(n, chunk, None, with, || (), |_, i, c, item| f(i, c, item))
+}
+
+/// The three above: chunk `i` of `n` new floats is initialised in its worker (a copy of the
+/// same chunk of `source`, or zeros), then handed to `f` with item `i` of `with`.
+fn fill<T, W, I, F>(
+    n: usize,
+    chunk: usize,
+    source: Option<&[f32]>,
+    with: W,
+    init: I,
+    f: F,
+) -> Vec<f32>
+where
+    W: IndexedParallelIterator,
+    I: Fn() -> T + Sync + Send,
+    F: Fn(&mut T, usize, &mut [f32], W::Item) + Sync + Send,
+{
     let mut out: Vec<f32> = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
     assert!(chunk > 0, "output: chunk of 0 elements");
-    assert_eq!(
-        with.len(),
-        n.div_ceil(chunk),
-        "output: one zipped item per chunk"
-    );
+    assert_eq!(with.len(), n.div_ceil(chunk), "output: one item per chunk");
+    if let Some(src) = source {
+        assert_eq!(src.len(), n, "output: source length");
+    }
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(chunk)
         .zip(with)
         .enumerate()
-        .for_each(|(i, (c, item))| {
-            c.fill(MaybeUninit::new(0.0));
-            // SAFETY: every element of `c` was just initialised.
-            f(i, unsafe { assume_init(c) }, item);
+        .for_each_init(init, |state, (i, (c, item))| {
+            match source {
+                Some(src) => {
+                    for (d, &v) in c.iter_mut().zip(&src[i * chunk..]) {
+                        d.write(v);
+                    }
+                }
+                None => c.fill(MaybeUninit::new(0.0)),
+            }
+            // SAFETY: every element of `c` was just written (`src` has `n` elements, so its
+            // part from `i·chunk` is at least as long as `c`).
+            f(state, i, unsafe { assume_init(c) }, item);
         });
-    // SAFETY: as in `build` (the zip stops at the shorter side, and the lengths are equal).
+    // SAFETY: the chunks cover the first `n` elements and every one was initialised (a panic
+    // in `f` propagates out of `for_each_init` before this line).
     unsafe { out.set_len(n) };
     out
 }
@@ -116,6 +152,23 @@ mod tests {
     }
 
     #[test]
+    fn map_copy_hands_each_chunk_its_source_and_offset() {
+        let (n, chunk) = (1003, 100);
+        let src: Vec<f32> = (0..n).map(|j| (j * 3) as f32).collect();
+        let v = map_copy(&src, chunk, |at, c| {
+            assert_eq!(at % chunk, 0);
+            for (k, x) in c.iter_mut().enumerate() {
+                assert_eq!(*x, ((at + k) * 3) as f32, "copied source");
+                *x += at as f32;
+            }
+        });
+        assert_eq!(v.len(), n);
+        for (j, &x) in v.iter().enumerate() {
+            assert_eq!(x, (j * 3 + j / chunk * chunk) as f32, "element {j}");
+        }
+    }
+
+    #[test]
     fn build_zip_pairs_chunk_i_with_item_i() {
         // Item i of the zipped side is a slice of another buffer split into the same chunks:
         // each output chunk becomes twice its partner, and the partner is negated in place.
@@ -128,12 +181,9 @@ mod tests {
                 *y = -*y;
             }
         });
-        for j in 0..n {
-            assert_eq!(
-                (v[j], other[j]),
-                (2.0 * j as f32, -(j as f32)),
-                "element {j}"
-            );
+        assert_eq!(v.len(), n);
+        for (j, (&x, &y)) in v.iter().zip(&other).enumerate() {
+            assert_eq!((x, y), (2.0 * j as f32, -(j as f32)), "element {j}");
         }
     }
 

@@ -7,16 +7,12 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use shears_models::resnet::option_a::{subsample_pad, subsample_pad_burn};
 
+use crate::sparseprop_common::Rng;
+
+/// `n` values in [0.5, 1.5): never 0, so that zeros in a result are the shortcut's own.
 fn seeded(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 + 0.5 // in [0.5, 1.5): never 0
-        })
-        .collect()
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.unif() as f32 + 0.5).collect()
 }
 
 fn values(t: Tensor<4>) -> Vec<f32> {
