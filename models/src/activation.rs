@@ -136,12 +136,8 @@ macro_rules! with_isa {
     }};
 }
 
-/// GELU of every element of `x`, in place, with the widest instruction set of this CPU.
-pub fn gelu_slice(x: &mut [f32]) {
-    gelu_slice_on(Isa::detect(), x)
-}
-
-/// [`gelu_slice`] with the kernels compiled for `isa` (to compare instruction sets).
+/// GELU of every element of `x`, in place, with the kernels compiled for `isa` (the op itself,
+/// [`gelu`], runs the widest instruction set of this CPU; this entry point compares them).
 ///
 /// # Panics
 /// If this CPU does not support `isa`.
@@ -151,20 +147,13 @@ pub fn gelu_slice_on(isa: Isa, x: &mut [f32]) {
         .for_each(|c| with_isa!(isa, fn(c: &mut [f32]) { forward_chunk(c) }));
 }
 
-/// `g ← g · gelu′(x)` element-wise (the GELU backward), in place in `g`.
-///
-/// # Panics
-/// If the lengths differ.
-pub fn gelu_backward_slice(x: &[f32], g: &mut [f32]) {
-    gelu_backward_slice_on(Isa::detect(), x, g)
-}
-
-/// [`gelu_backward_slice`] with the kernels compiled for `isa`.
+/// `g ← g · gelu′(x)` element-wise (the GELU backward), in place in `g`, with the kernels
+/// compiled for `isa`.
 ///
 /// # Panics
 /// If the lengths differ or this CPU does not support `isa`.
 pub fn gelu_backward_slice_on(isa: Isa, x: &[f32], g: &mut [f32]) {
-    assert_eq!(x.len(), g.len(), "gelu_backward_slice: lengths differ");
+    assert_eq!(x.len(), g.len(), "gelu_backward_slice_on: lengths differ");
     assert!(isa.supported(), "gelu: this CPU cannot run {isa:?}");
     g.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))

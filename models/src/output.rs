@@ -3,8 +3,9 @@
 //! `vec![0.0; n]` is a `calloc`. Once a training step has run, the allocator hands back
 //! reused heap blocks (the binary keeps freed buffers, see its `mallopt`), and glibc clears
 //! those with one `memset` on the calling thread while every worker of the pool waits: on a
-//! 2-core AVX2 EPYC that serial clear of conv and batch-norm outputs was ≈ 5 % of the samples
-//! of a ResNet-20 training step and twice that of its wall time. Here the clearing moves into
+//! 2-core AVX2 EPYC that serial clear of conv and batch-norm outputs was ≈ 5 % of the CPU
+//! samples of a ResNet-20 training step, and moving it into the workers made the step 11–14 %
+//! faster (the clear had the machine to itself for its duration). Here the clearing moves into
 //! the parallel workers: [`zeroed`] clears in parallel, [`build`] clears each chunk in the
 //! worker that fills it, just before it does, while the chunk is in its cache, and
 //! [`map_copy`] copies a borrowed input chunk by chunk for kernels that work in place (burn's
