@@ -8,8 +8,9 @@
 //! faster (the clear had the machine to itself for its duration). Here the clearing moves into
 //! the parallel workers: [`zeroed`] clears in parallel, [`build`] clears each chunk in the
 //! worker that fills it, just before it does, while the chunk is in its cache, and
-//! [`map_copy`] copies a borrowed input chunk by chunk for kernels that work in place (burn's
-//! buffers are 16-byte aligned, so turning one into a `Vec<f32>` is itself a serial copy).
+//! [`map_copy`] / [`map_copy_zip`] copy a borrowed input chunk by chunk for kernels that work
+//! in place (burn's buffers are 16-byte aligned, so turning one into a `Vec<f32>` is itself a
+//! serial copy).
 
 use std::mem::MaybeUninit;
 
@@ -72,17 +73,24 @@ where
     )
 }
 
-/// [`build`] with a second parallel iterator zipped chunk for chunk (for example other
-/// buffers updated in place, split into the same chunks): `f(i, chunk, item)`.
+/// [`map_copy`] with a second parallel iterator zipped chunk for chunk (for example other
+/// buffers updated in place, split into the same chunks): `f(offset, chunk, item)`.
 ///
 /// # Panics
-/// If `chunk` is 0 while `n` is not, or `with` does not yield one item per chunk.
-pub fn build_zip<W, F>(n: usize, chunk: usize, with: W, f: F) -> Vec<f32>
+/// If `chunk` is 0 while `src` is not empty, or `with` does not yield one item per chunk.
+pub fn map_copy_zip<W, F>(src: &[f32], chunk: usize, with: W, f: F) -> Vec<f32>
 where
     W: IndexedParallelIterator,
     F: Fn(usize, &mut [f32], W::Item) + Sync + Send,
 {
-    fill(n, chunk, None, with, || (), |_, i, c, item| f(i, c, item))
+    fill(
+        src.len(),
+        chunk,
+        Some(src),
+        with,
+        || (),
+        |_, i, c, item| f(i * chunk, c, item),
+    )
 }
 
 /// The three above: chunk `i` of `n` new floats is initialised in its worker (a copy of the
@@ -170,21 +178,23 @@ mod tests {
     }
 
     #[test]
-    fn build_zip_pairs_chunk_i_with_item_i() {
+    fn map_copy_zip_pairs_chunk_i_with_item_i() {
         // Item i of the zipped side is a slice of another buffer split into the same chunks:
-        // each output chunk becomes twice its partner, and the partner is negated in place.
+        // each output chunk becomes its copied source plus twice its partner, and the partner
+        // is negated in place.
         let (n, chunk) = (1000, 96);
+        let src: Vec<f32> = (0..n).map(|j| (7 * j) as f32).collect();
         let mut other: Vec<f32> = (0..n).map(|j| j as f32).collect();
-        let v = build_zip(n, chunk, other.par_chunks_mut(chunk), |i, c, o| {
-            assert_eq!(c.len(), o.len(), "chunk {i}");
+        let v = map_copy_zip(&src, chunk, other.par_chunks_mut(chunk), |at, c, o| {
+            assert_eq!(c.len(), o.len(), "chunk at {at}");
             for (x, y) in c.iter_mut().zip(o.iter_mut()) {
-                *x = 2.0 * *y;
+                *x += 2.0 * *y;
                 *y = -*y;
             }
         });
         assert_eq!(v.len(), n);
         for (j, (&x, &y)) in v.iter().zip(&other).enumerate() {
-            assert_eq!((x, y), (2.0 * j as f32, -(j as f32)), "element {j}");
+            assert_eq!((x, y), ((9 * j) as f32, -(j as f32)), "element {j}");
         }
     }
 

@@ -393,6 +393,17 @@ impl<O: Optimizer> ModuleVisitor for StateLoader<'_, O> {
         let Some(flat) = self.flat.remove(&name) else {
             return;
         };
+        // A state tensor of the parameter's rank is shaped like it (moments, velocities): one
+        // that is not comes from another model and would be read out of bounds by the step.
+        let dims = param.lazy_shape();
+        if flat
+            .tensors
+            .iter()
+            .any(|(_, data)| data.shape().len() == D && data.shape().as_slice() != dims.as_slice())
+        {
+            self.failed.push(name);
+            return;
+        }
         let mut source = StateSource::new(flat.scalars);
         for (leaf, data) in flat.tensors {
             source.insert_tensor(leaf, data);
@@ -844,7 +855,7 @@ impl<O: Optimizer> MaskedOptimizer<O> {
         let (states, failed) = (loader.states, loader.failed);
         if let Some(name) = failed.first() {
             return Err(bad(format!(
-                "the state of `{name}` does not fit this optimizer or the parameter's rank"
+                "the state of `{name}` does not fit this optimizer or the parameter's rank or shape"
             )));
         }
         if let Some(name) = flat.keys().next() {

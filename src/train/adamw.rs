@@ -121,9 +121,7 @@ impl Optimizer for FusedAdamW {
             with_tensor_values(&grad, |g| {
                 assert_eq!((w.len(), g.len()), (m1.len(), m1.len()), "AdamW: lengths");
                 let moments = m1.par_chunks_mut(CHUNK).zip(m2.par_chunks_mut(CHUNK));
-                output::build_zip(w.len(), CHUNK, moments, |i, out, (m1, m2)| {
-                    let at = i * CHUNK;
-                    out.copy_from_slice(&w[at..][..out.len()]);
+                output::map_copy_zip(w, CHUNK, moments, |at, out, (m1, m2)| {
                     let g = &g[at..][..out.len()];
                     update(out, g, m1, m2, time == 1, betas, corrections, lr);
                 })

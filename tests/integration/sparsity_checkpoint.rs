@@ -264,4 +264,17 @@ fn optimizer_state_resume_is_exact() {
     };
     let err = opt3.load_state(&other, &sf).unwrap_err();
     assert!(err.to_string().contains("layers."), "{err}");
+    // Same names and ranks, other shapes (8→16→4 against the saved 8→12→4): refused, not
+    // read out of bounds at the next step.
+    let wide = Net {
+        layers: vec![
+            LinearConfig::new(8, 16).init(&device),
+            LinearConfig::new(16, 4).init(&device),
+        ],
+    };
+    let err = opt3.load_state(&wide, &sf).unwrap_err().to_string();
+    assert!(
+        err.contains("optim.safetensors") && err.contains("layers.") && err.contains("shape"),
+        "{err}"
+    );
 }
